@@ -1,0 +1,180 @@
+"""The `imguard` command: a thin shell over the library (every command calls one Catalog method).
+
+Exit codes: 0 the run completed (with or without matches); 1 `--fail-on-match` and something
+matched, or `--strict` and a file could not be read; 2 bad usage, a missing catalog, or an
+unreadable folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+import imguard
+from imguard import report
+
+EXIT_CODES = """Exit codes: 0 run completed (matches or not); 1 --fail-on-match and a match was found,
+or --strict and a file could not be read; 2 bad usage, missing catalog or unreadable folder."""
+
+app = typer.Typer(
+    help=f"Find copies of your own product images among competitors' images.\n\n{EXIT_CODES}",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+DbOption = Annotated[
+    Path, typer.Option("--db", help="Catalog folder (SQLite store + FAISS indexes).", envvar="IMGUARD_DB")
+]
+JobsOption = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes [default: all cores].")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+def _out() -> Console:
+    return Console(file=sys.stdout, soft_wrap=True, highlight=False)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    Console(file=sys.stderr, highlight=False).print(f"imguard: {report.safe_text(message)}", markup=False)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _progress(label: str, quiet: bool) -> Iterator[imguard.catalog.Progress | None]:
+    """A progress line on stderr with images/s; hidden with --quiet or when stderr is no terminal."""
+    err = Console(file=sys.stderr)
+    if quiet or not err.is_terminal:
+        yield None
+        return
+    columns = (SpinnerColumn(), TextColumn(f"{label} {{task.completed}} images"), BarColumn(),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(label, total=None, rate="")
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            speed = bar.tasks[0].speed
+            bar.update(task, rate=f"{speed:.0f} img/s" if speed else "")
+
+        yield advance
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """imguard's own errors become a message and exit code 2, never a traceback."""
+    try:
+        yield
+    except imguard.ImguardError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _open(db: Path) -> imguard.Catalog:
+    return imguard.Catalog.open(db, create=False)
+
+
+@app.command()
+def index(
+    sources: Annotated[list[Path], typer.Argument(help="Image files or folders (walked recursively).")],
+    db: DbOption = Path("imguard-db"),
+    manifest: Annotated[Optional[Path], typer.Option(help="CSV: path, and any of sku, asin, url, title.")] = None,
+    prune: Annotated[bool, typer.Option(help="Drop catalog entries whose files are gone.")] = False,
+    jobs: JobsOption = None,
+    quiet: QuietOption = False,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """Add your own images to the catalog (only new or changed files are fingerprinted)."""
+    with _errors():
+        for source in sources:
+            if not source.exists():
+                raise _fail(f"{source}: no such file or folder")
+        catalog = imguard.Catalog.open(db)
+        with catalog, _progress("indexing", quiet) as progress:
+            result = catalog.add([str(s) for s in sources], manifest=manifest, prune=prune, jobs=jobs,
+                                 progress=progress)
+            data = result.as_dict()
+            data["images"] = len(catalog)
+    out = _out()
+    if fmt is Format.table:
+        if result.errors:
+            report.print_table(data["errors"], ("path", "error"), out, title="files that could not be read")
+        summary = {k: data[k] for k in ("images", "added", "updated", "unchanged", "removed", "seconds")}
+        report.print_table(report.mapping_rows(summary), ("key", "value"), out, title="catalog")
+    else:
+        report.emit(data, data["errors"], ("path", "error"), fmt.value, out)
+
+
+@app.command()
+def scan(
+    sources: Annotated[list[str], typer.Argument(help="Competitor image files or folders (recursively).")],
+    db: DbOption = Path("imguard-db"),
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Minimum score; 0 reports every query's best candidate.")] = imguard.DEFAULT_THRESHOLD,
+    top: Annotated[Optional[int], typer.Option(min=1, help="At most K matches per competitor image.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    jobs: JobsOption = None,
+    quiet: QuietOption = False,
+    fail_on_match: Annotated[bool, typer.Option(help="Exit 1 when anything matched.")] = False,
+    strict: Annotated[bool, typer.Option(help="Exit 1 when a file could not be read.")] = False,
+) -> None:
+    """Look for your catalog images in competitor images; print the matches."""
+    with _errors():
+        for source in sources:
+            if not os.path.exists(source):
+                raise _fail(f"{source}: no such file or folder")
+        catalog = _open(db)
+        with catalog, _progress("scanning", quiet) as progress:
+            run = catalog.scan(sources, threshold=threshold, top=top, jobs=jobs, progress=progress)
+            matches = list(run)
+    payload = report.scan_payload(matches, run.errors, run.stats)
+    rows = [report.match_row(m) for m in sorted(matches, key=lambda m: (m.query, -m.score, m.reference))]
+    out = _out()
+    report.emit(payload, rows, report.MATCH_COLUMNS, fmt.value, out, title="matches",
+                table_columns=report.TABLE_COLUMNS)
+    if fmt is Format.table:
+        if run.errors:
+            report.print_table(payload["errors"], ("path", "error"), out, title="files that could not be read")
+        s = run.stats
+        out.print(f"{s['queries']} images scanned, {s['matched_queries']} with a match, "
+                  f"{s['errors']} unreadable, {s['seconds']:.1f} s", markup=False)
+    if strict and run.errors:
+        raise typer.Exit(1)
+    if fail_on_match and matches:
+        raise typer.Exit(1)
+
+
+@app.command()
+def rebuild(db: DbOption = Path("imguard-db")) -> None:
+    """Rebuild the FAISS indexes from the SQLite store (they are derived data)."""
+    with _errors(), _open(db) as catalog:
+        index = catalog.rebuild()
+    _out().print(f"rebuilt: {index.phash.size} images, {index.features.size} local features", markup=False)
+
+
+@app.command()
+def stats(
+    db: DbOption = Path("imguard-db"),
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """What the catalog holds."""
+    with _errors(), _open(db) as catalog:
+        data = catalog.stats()
+    report.emit(data, report.mapping_rows(data), ("key", "value"), fmt.value, _out(), title="catalog")
+
+
+def main() -> None:  # pragma: no cover - console-script shim
+    app()

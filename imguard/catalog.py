@@ -1,0 +1,248 @@
+"""The Catalog: a seller's own images, indexed; the one object most users need.
+
+Every CLI command is a thin call of a method here (`index` → `Catalog.add`, `scan` →
+`Catalog.scan`, `rebuild` → `Catalog.rebuild`, `stats` → `Catalog.stats`).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import engine, load, scan
+from .errors import CatalogError, ImageError, ManifestError
+from .fingerprint import Fingerprint, fingerprint_file
+from .index import CatalogIndex
+from .scan import Match, Matcher, ScanError
+from .store import Store
+
+PathLike = str | os.PathLike[str]
+Sources = PathLike | Iterable[PathLike]
+Progress = Callable[[int], None]
+
+
+@dataclass
+class IndexResult:
+    """What `Catalog.add` did."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    errors: list[ScanError] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added, "updated": self.updated, "unchanged": self.unchanged,
+            "removed": self.removed, "errors": [e.__dict__ for e in self.errors],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class ScanRun:
+    """The matches of one scan, produced lazily: iterate it for `Match` objects; afterwards
+    `errors` holds the files that could not be read and `stats` the counts and timing."""
+
+    def __init__(self, outcomes: Iterator[scan.Outcome]) -> None:
+        self._outcomes = outcomes
+        self.errors: list[ScanError] = []
+        self.stats: dict[str, Any] = {"queries": 0, "matched_queries": 0, "matches": 0, "errors": 0,
+                                      "fast_path": 0, "seconds": 0.0}
+
+    def __iter__(self) -> Iterator[Match]:
+        start = time.perf_counter()
+        for outcome in self._outcomes:
+            self.stats["queries"] += 1
+            if outcome.error is not None:
+                self.errors.append(outcome.error)
+                self.stats["errors"] += 1
+                continue
+            self.stats["fast_path"] += outcome.fast_path
+            if outcome.matches:
+                self.stats["matched_queries"] += 1
+                self.stats["matches"] += len(outcome.matches)
+            yield from outcome.matches
+            self.stats["seconds"] = round(time.perf_counter() - start, 3)
+        self.stats["seconds"] = round(time.perf_counter() - start, 3)
+
+
+def _fingerprint_chunk(_: None, items: list[tuple[str, str, float]]) -> list[tuple[tuple[str, str, float], Fingerprint | ScanError]]:
+    out: list[tuple[tuple[str, str, float], Fingerprint | ScanError]] = []
+    for item in items:
+        try:
+            out.append((item, fingerprint_file(item[0], with_thumbnail=True)))
+        except ImageError as exc:
+            out.append((item, ScanError(item[0], exc.reason)))
+    return out
+
+
+def _match_chunk(matcher: Matcher, paths: list[str]) -> list[scan.Outcome]:
+    return matcher.match_chunk(paths)
+
+
+class Catalog:
+    """A folder holding the catalog store (SQLite, the truth) and its FAISS indexes."""
+
+    def __init__(self, folder: str, store: Store) -> None:
+        self.folder = folder
+        self.store = store
+        self._index: CatalogIndex | None = None
+
+    @classmethod
+    def open(cls, folder: PathLike, *, create: bool = True) -> Catalog:
+        """Open the catalog in `folder`; create it when missing (unless `create=False`, then a
+        missing catalog raises CatalogError)."""
+        folder = os.fspath(folder)
+        return cls(folder, Store.open(folder, create=create))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.store.count()
+
+    # -- indexing ---------------------------------------------------------------------------
+
+    def add(self, sources: Sources, *, manifest: PathLike | None = None, prune: bool = False,
+            jobs: int | None = None, progress: Progress | None = None) -> IndexResult:
+        """Index image files and folders (recursively). Only new or changed files are
+        fingerprinted; `prune` drops entries whose files are gone; `manifest` is a CSV of
+        metadata (columns: path, and any of sku, asin, url, title)."""
+        start = time.perf_counter()
+        result = IndexResult()
+        metadata = read_manifest(manifest) if manifest is not None else {}
+        known = self.store.file_states()
+        seen: set[str] = set()
+
+        def todo() -> Iterator[tuple[str, str, float]]:
+            for path in load.iter_sources(sources):
+                abspath = os.path.abspath(path)
+                seen.add(abspath)
+                try:
+                    st = os.stat(path)
+                except OSError as exc:
+                    result.errors.append(ScanError(path, f"cannot read file ({exc.strerror})"))
+                    continue
+                state = known.get(abspath)
+                if state is not None and state.nbytes == st.st_size and state.mtime == st.st_mtime:
+                    result.unchanged += 1
+                    if progress:
+                        progress(1)
+                    continue
+                yield path, abspath, st.st_mtime
+
+        jobs = jobs or engine.default_jobs()
+        for chunk in engine.run_chunks(_fingerprint_chunk, None, todo(), jobs=jobs):
+            rows = []
+            for (path, abspath, mtime), output in chunk:
+                if isinstance(output, ScanError):
+                    result.errors.append(output)
+                    continue
+                if abspath in known:
+                    result.updated += 1
+                else:
+                    result.added += 1
+                rows.append((path, abspath, mtime, output, _metadata_for(metadata, path, abspath)))
+            self.store.put_many(rows)  # committed per chunk: a kill loses at most this chunk
+            if progress:
+                progress(len(chunk))
+        for abspath, meta in metadata.items():
+            if abspath in seen and abspath in known:
+                self.store.set_metadata(abspath, meta)
+        if prune:
+            gone = [state.id for path, state in known.items() if not os.path.exists(path)]
+            result.removed = self.store.delete(gone)
+        self._index = CatalogIndex.for_store(self.store, self.folder)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def prune(self) -> int:
+        """Drop catalog entries whose files are gone; returns how many."""
+        gone = [state.id for path, state in self.store.file_states().items() if not os.path.exists(path)]
+        removed = self.store.delete(gone)
+        if removed:
+            self._index = CatalogIndex.for_store(self.store, self.folder)
+        return removed
+
+    def rebuild(self) -> CatalogIndex:
+        """Rebuild the FAISS indexes from the store (they are derived data)."""
+        self._index = CatalogIndex.for_store(self.store, self.folder, rebuild=True)
+        return self._index
+
+    @property
+    def index(self) -> CatalogIndex:
+        """The FAISS indexes, loaded from disk, or rebuilt when missing or stale."""
+        if self._index is None or self._index.generation != self.store.generation:
+            self._index = CatalogIndex.for_store(self.store, self.folder)
+        return self._index
+
+    def stats(self) -> dict[str, Any]:
+        stats = self.store.stats()
+        stats["folder"] = self.folder
+        stats["index"] = {n: getattr(self.index, n).size for n in ("phash", "dhash", "features")}
+        return stats
+
+    # -- scanning ---------------------------------------------------------------------------
+
+    def matcher(self, *, threshold: float = scan.DEFAULT_THRESHOLD, top: int | None = None) -> Matcher:
+        return Matcher(self.index, self.store.path, threshold=threshold, top=top)
+
+    def scan(self, sources: Sources, *, threshold: float = scan.DEFAULT_THRESHOLD, top: int | None = None,
+             jobs: int | None = None, progress: Progress | None = None) -> ScanRun:
+        """Look for catalog images in competitor images (files or folders, recursively).
+
+        Returns a ScanRun: iterate it for matches (query order, best first per query). With
+        `threshold=0` every query's best candidates are reported whatever their score.
+        """
+        if threshold < 0 or threshold > 1:
+            raise ValueError("threshold must be within [0, 1]")
+        matcher = self.matcher(threshold=threshold, top=top)
+        jobs = jobs or engine.default_jobs()
+
+        def outcomes() -> Iterator[scan.Outcome]:
+            for chunk in engine.run_chunks(_match_chunk, matcher, load.iter_sources(sources), jobs=jobs):
+                if progress:
+                    progress(len(chunk))
+                yield from chunk
+
+        return ScanRun(outcomes())
+
+
+def _metadata_for(metadata: dict[str, dict[str, str]], path: str, abspath: str) -> dict[str, str]:
+    return metadata.get(abspath) or metadata.get(os.path.basename(path)) or {}
+
+
+def read_manifest(manifest: PathLike) -> dict[str, dict[str, str]]:
+    """Read a CSV manifest: a `path` column (relative to the manifest's folder, or absolute)
+    plus metadata columns (sku, asin, url, title, or any other). Keys: absolute paths."""
+    manifest = os.fspath(manifest)
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+            if "path" not in columns:
+                raise ManifestError(f"{manifest}: no 'path' column (columns: {', '.join(columns) or 'none'})")
+            base = os.path.dirname(manifest)
+            out: dict[str, dict[str, str]] = {}
+            for line, row in enumerate(reader, start=2):
+                clean = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+                path = clean.pop("path")
+                if not path:
+                    raise ManifestError(f"{manifest}:{line}: empty path")
+                out[os.path.abspath(os.path.join(base, path))] = {k: v for k, v in clean.items() if v}
+            return out
+    except OSError as exc:
+        raise ManifestError(f"{manifest}: cannot read manifest ({exc.strerror})") from exc
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{manifest}: not a readable CSV ({exc})") from exc

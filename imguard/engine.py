@@ -1,0 +1,83 @@
+"""Where per-chunk work runs: in this process, or on a local process pool.
+
+Work is cut into chunks of paths (FAISS searches are batched per chunk), at most a few chunks are
+in flight at a time (memory stays bounded however many files stream in), and results come back
+in input order, so that a parallel run gives exactly the output of a single-process run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+CHUNK = 16
+
+
+def default_jobs() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+# The worker's state: set before the pool forks (inherited, not pickled), or by the initializer.
+_STATE: Any = None
+
+
+def _init(state: Any) -> None:
+    global _STATE
+    _STATE = state
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(1)  # parallelism comes from processes; threads would fight
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _call(task: Callable[[Any, list], list], chunk: list) -> list:
+    return task(_STATE, chunk)
+
+
+def run_chunks(
+    task: Callable[[Any, list[T]], list[R]],
+    state: Any,
+    items: Iterable[T],
+    *,
+    jobs: int = 1,
+    chunk_size: int = CHUNK,
+) -> Iterator[list[R]]:
+    """Yield `task(state, chunk)` for consecutive chunks of `items`, in order.
+
+    `task` must be a module-level function. With jobs > 1 it runs in a process pool whose workers
+    receive `state` once (by fork where available, else pickled once per worker).
+    """
+    chunks = chunked(items, chunk_size)
+    if jobs <= 1:
+        for chunk in chunks:
+            yield task(state, chunk)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init, initargs=(state,)) as pool:
+        pending: deque[Future] = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(_call, task, chunk))
+            if len(pending) >= 2 * jobs:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

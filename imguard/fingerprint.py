@@ -1,0 +1,121 @@
+"""Decoded images → fingerprints: the compact, storable description of one image file.
+
+A fingerprint is computed from the *canonical view* of an image: near-uniform borders trimmed,
+scaled so that its long side is at most FEATURE_SIDE. Catalog and queries take the same path, so
+that their hashes agree (a different decode path moves a 64-bit hash by a few bits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from . import features, hashing, load
+
+THUMB_SIDE = 256  # reference pixels kept in the store for verification and evidence
+THUMB_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class View:
+    """The canonical picture of one file: trimmed, RGB, long side <= FEATURE_SIDE."""
+
+    rgb: np.ndarray
+    box: hashing.Box  # the kept region, in pixels of the original image
+    width: int  # original size
+    height: int
+
+    @property
+    def grey(self) -> np.ndarray:
+        return cv2.cvtColor(self.rgb, cv2.COLOR_RGB2GRAY)
+
+
+@dataclass(frozen=True, eq=False)
+class Fingerprint:
+    """Everything imguard keeps of one image file."""
+
+    sha256: str
+    nbytes: int
+    width: int
+    height: int
+    box: hashing.Box  # canonical view's region in original pixels
+    view_size: tuple[int, int]  # canonical view's (width, height): the frame of the keypoints
+    hashes: dict[str, bytes]  # phash, dhash and their mirrored variants, 8 bytes each
+    keypoints: np.ndarray = field(repr=False)  # N×2 float32, view pixels
+    descriptors: np.ndarray = field(repr=False)  # N×32 uint8 (ORB)
+    thumbnail: bytes | None = field(default=None, repr=False)  # JPEG of the view, THUMB_SIDE
+
+
+def canonical_view(decoded: load.Decoded, side: int = features.FEATURE_SIDE) -> View:
+    """Trim padding and letterboxes, then scale so that the long side is at most `side`."""
+    rgb = decoded.rgb
+    height, width = rgb.shape[:2]
+    x0, y0, x1, y1 = hashing.trim_box(rgb)
+    rgb = rgb[y0:y1, x0:x1]
+    # Small copies (thumbnails, pasted-in pictures) are brought up to the same size as the
+    # catalog's views, so that ORB sees them at the scales it saw the original.
+    rgb = _fit(rgb, side, upscale=True)
+    sx, sy = decoded.width / width, decoded.height / height
+    box = (round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy))
+    return View(rgb=np.ascontiguousarray(rgb), box=box, width=decoded.width, height=decoded.height)
+
+
+def _fit(rgb: np.ndarray, side: int, *, upscale: bool = False) -> np.ndarray:
+    height, width = rgb.shape[:2]
+    scale = side / max(height, width)
+    if scale == 1 or (scale > 1 and not upscale):
+        return rgb
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # Area averaging is only needed against aliasing when shrinking by 2x or more; for the
+    # last, smaller step bilinear is 6x faster.
+    interpolation = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
+    return cv2.resize(rgb, size, interpolation=interpolation)
+
+
+def fingerprint_view(
+    view: View, decoded: load.Decoded, *, with_features: bool = True, with_thumbnail: bool = False
+) -> Fingerprint:
+    grey = view.grey
+    hashes = hashing.global_hashes(Image.fromarray(grey))
+    if with_features:
+        keypoints, descriptors = features.orb_features(grey)
+    else:
+        keypoints = np.zeros((0, 2), np.float32)
+        descriptors = np.zeros((0, features.DESCRIPTOR_BYTES), np.uint8)
+    return Fingerprint(
+        sha256=decoded.sha256,
+        nbytes=decoded.nbytes,
+        width=decoded.width,
+        height=decoded.height,
+        box=view.box,
+        view_size=(view.rgb.shape[1], view.rgb.shape[0]),
+        hashes=hashes,
+        keypoints=keypoints,
+        descriptors=descriptors,
+        thumbnail=encode_thumbnail(view.rgb) if with_thumbnail else None,
+    )
+
+
+def encode_thumbnail(rgb: np.ndarray) -> bytes:
+    small = _fit(rgb, THUMB_SIDE)
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY])
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 RGB array
+        raise ValueError("thumbnail encoding failed")
+    return data.tobytes()
+
+
+def decode_thumbnail(data: bytes) -> np.ndarray:
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def fingerprint_file(
+    path: str, *, with_features: bool = True, with_thumbnail: bool = False
+) -> Fingerprint:
+    """Fingerprint one image file. Raises ImageError (path and reason) when it is not readable."""
+    decoded = load.load(path, features.FEATURE_SIDE)
+    view = canonical_view(decoded)
+    return fingerprint_view(view, decoded, with_features=with_features, with_thumbnail=with_thumbnail)

@@ -1,0 +1,229 @@
+"""Files → images: walk folders and decode image files into small, normalised RGB pictures.
+
+Decoding is the cost of the whole pipeline, so the decoder is asked for no more pixels than the
+fingerprints need (JPEG DCT scaling via `Image.draft`, integer `reduce` for other formats).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import struct
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ImageError, SourceError
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"}
+)
+
+# EXIF orientations 5–8 swap width and height.
+_SWAPS_AXES = {5, 6, 7, 8}
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """An image file decoded to RGB at reduced size, with facts about the original."""
+
+    rgb: np.ndarray  # H×W×3 uint8; long side >= the requested size unless the original is smaller
+    width: int  # original pixel size, after EXIF orientation
+    height: int
+    sha256: str  # of the file bytes: evidence and change detection
+    nbytes: int
+
+
+def is_image_name(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def iter_image_files(source: str | os.PathLike[str]) -> Iterator[str]:
+    """Yield image paths under `source` (a file or a folder, walked recursively).
+
+    Paths keep the form the user gave (a relative folder gives relative paths). Hidden files and
+    folders and non-image suffixes are skipped; a folder reached twice (symlink loop) is walked once.
+    Entries stream in directory order: nothing holds the whole listing.
+    """
+    root = os.fspath(source)
+    try:
+        st = os.stat(root)
+    except OSError as exc:
+        raise SourceError(f"{root}: cannot read ({exc.strerror or exc})") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        yield root
+        return
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            key = os.stat(folder)
+            if (key.st_dev, key.st_ino) in seen:
+                continue
+            seen.add((key.st_dev, key.st_ino))
+            entries = os.scandir(folder)
+        except OSError as exc:
+            if folder == root:
+                raise SourceError(f"{root}: cannot read folder ({exc.strerror or exc})") from exc
+            continue
+        subfolders = []
+        with entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_dir():
+                        subfolders.append(entry.path)
+                    elif entry.is_file() and is_image_name(entry.name):
+                        yield entry.path
+                except OSError:
+                    continue
+        stack.extend(reversed(subfolders))
+
+
+def iter_sources(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> Iterator[str]:
+    """Image paths of one source or of several (files and folders mixed)."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    for source in sources:
+        yield from iter_image_files(source)
+
+
+def read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from exc
+
+
+def decode(data: bytes, name: str, min_side: int) -> Decoded:
+    """Decode image bytes to RGB whose long side is about `min_side` or more (never upscaled).
+
+    Raises ImageError naming `name` for anything that is not a readable image.
+    """
+    if not data:
+        raise ImageError(name, "empty file")
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            _check_pixels(name, width, height)
+            orientation = _orientation(image)
+            if image.format == "JPEG":
+                long_side = max(width, height)
+                if long_side > min_side:
+                    factor = min_side / long_side
+                    image.draft("RGB", (max(1, round(width * factor)), max(1, round(height * factor))))
+            image.load()
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(name, "not an image, or a format Pillow cannot read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(name, f"decompression-bomb limit: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        raise ImageError(name, f"truncated or corrupt image ({exc})") from None
+    except MemoryError:
+        raise ImageError(name, "image too large to decode") from None
+    try:
+        image = _to_rgb(_reduce(image, min_side))
+        if orientation > 1:
+            image = _apply_orientation(image, orientation)
+    except (OSError, ValueError) as exc:
+        raise ImageError(name, f"cannot convert image ({exc})") from None
+    if orientation in _SWAPS_AXES:
+        width, height = height, width
+    # frombuffer(tobytes()) is ~15x faster than np.asarray(image) with current Pillow.
+    rgb = np.frombuffer(image.tobytes(), np.uint8).reshape(image.height, image.width, 3)
+    return Decoded(rgb=rgb, width=width, height=height, sha256=sha256, nbytes=len(data))
+
+
+def load(path: str, min_side: int) -> Decoded:
+    """Read and decode one image file; see `decode`."""
+    return decode(read_bytes(path), path, min_side)
+
+
+def _check_pixels(name: str, width: int, height: int) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if width <= 0 or height <= 0:
+        raise ImageError(name, f"invalid size {width}x{height}")
+    if limit and width * height > limit:
+        raise ImageError(
+            name,
+            f"{width}x{height} = {width * height} pixels exceeds the decompression-bomb limit "
+            f"of {limit} (PIL.Image.MAX_IMAGE_PIXELS)",
+        )
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(0x0112, 1)
+        return int(value) if 1 <= int(value) <= 8 else 1
+    except Exception:  # broken EXIF must not make the image unreadable
+        return 1
+
+
+_TRANSPOSES = {
+    2: [Image.Transpose.FLIP_LEFT_RIGHT],
+    3: [Image.Transpose.ROTATE_180],
+    4: [Image.Transpose.FLIP_TOP_BOTTOM],
+    5: [Image.Transpose.TRANSPOSE],
+    6: [Image.Transpose.ROTATE_270],
+    7: [Image.Transpose.TRANSVERSE],
+    8: [Image.Transpose.ROTATE_90],
+}
+
+
+def _apply_orientation(image: Image.Image, orientation: int) -> Image.Image:
+    for op in _TRANSPOSES.get(orientation, []):
+        image = image.transpose(op)
+    return image
+
+
+def _reduce(image: Image.Image, min_side: int) -> Image.Image:
+    """Integer box reduction for formats without DCT scaling (PNG, WebP, TIFF...)."""
+    factor = max(image.size) // min_side
+    if factor >= 2 and image.mode in ("RGB", "RGBA", "L", "LA", "RGBa", "La", "CMYK"):
+        return image.reduce(factor)
+    return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Normalise any mode to RGB; transparency is composited onto white."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    elif mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return _wide_to_rgb(image)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode == "RGB":
+        return image
+    return image.convert("RGB")
+
+
+def _wide_to_rgb(image: Image.Image) -> Image.Image:
+    """16-bit and float greyscale: scale to 8 bits instead of clipping at 255."""
+    values = np.asarray(image, dtype=np.float64)
+    top = float(values.max()) if values.size else 0.0
+    if image.mode == "F" and top <= 1.0:
+        scale = 255.0
+    else:
+        scale = 255.0 / 65535.0 if top > 255 else 1.0
+    grey = np.clip(values * scale, 0, 255).astype(np.uint8)
+    return Image.fromarray(grey).convert("RGB")

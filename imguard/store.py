@@ -1,0 +1,292 @@
+"""The embedded store: one SQLite file that is the truth about the catalog.
+
+FAISS indexes are derived from it and rebuilt whenever they are missing or stale (see index.py).
+The schema carries a version from the start, so that later features (evidence reports, nightly
+history) add tables through migrations instead of a rewrite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+from .errors import CatalogError
+from .fingerprint import Fingerprint
+
+SCHEMA_VERSION = 1
+DB_NAME = "catalog.sqlite"
+METADATA_FIELDS = ("sku", "asin", "url", "title")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,              -- as the user gave it: what reports show
+    abspath TEXT NOT NULL UNIQUE,    -- identity of the file across runs
+    sha256 TEXT NOT NULL,
+    nbytes INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    box_x0 INTEGER NOT NULL, box_y0 INTEGER NOT NULL, box_x1 INTEGER NOT NULL, box_y1 INTEGER NOT NULL,
+    view_w INTEGER NOT NULL,
+    view_h INTEGER NOT NULL,
+    phash BLOB NOT NULL,
+    dhash BLOB NOT NULL,
+    sku TEXT, asin TEXT, url TEXT, title TEXT,
+    extra TEXT,                      -- other manifest columns, JSON
+    added_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_sha256 ON images(sha256);
+CREATE TABLE IF NOT EXISTS features (
+    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    keypoints BLOB NOT NULL,         -- N×2 float32, canonical-view pixels
+    descriptors BLOB NOT NULL,       -- N×32 uint8, ORB
+    thumbnail BLOB NOT NULL          -- JPEG of the canonical view
+);
+"""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A catalog image as a match needs it: where it is, what it is, and its verification data."""
+
+    id: int
+    path: str
+    sha256: str
+    width: int
+    height: int
+    box: tuple[int, int, int, int]
+    view_size: tuple[int, int]
+    hashes: dict[str, bytes] = field(default_factory=dict, repr=False)
+    metadata: dict[str, str] = field(default_factory=dict)
+    keypoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32), repr=False)
+    descriptors: np.ndarray = field(default_factory=lambda: np.zeros((0, 32), np.uint8), repr=False)
+    thumbnail: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True)
+class FileState:
+    id: int
+    sha256: str
+    nbytes: int
+    mtime: float
+
+
+class Store:
+    """SQLite store of the catalog. Writes happen in short transactions, so that a crash or a kill
+    loses at most the chunk being written."""
+
+    def __init__(self, connection: sqlite3.Connection, path: str) -> None:
+        self._db = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike[str], *, create: bool = True, readonly: bool = False) -> Store:
+        folder = os.fspath(folder)
+        path = os.path.join(folder, DB_NAME)
+        exists = os.path.exists(path)
+        if not exists and (not create or readonly):
+            raise CatalogError(f"{folder}: no imguard catalog here (run `imguard index` first)")
+        if not exists:
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as exc:
+                raise CatalogError(f"{folder}: cannot create catalog folder ({exc.strerror})") from exc
+        try:
+            if readonly:
+                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+            else:
+                db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            store = cls(db, path)
+            if not readonly:
+                store._migrate()
+            store._check_version()
+        except sqlite3.DatabaseError as exc:
+            raise CatalogError(f"{path}: not a readable imguard catalog ({exc})") from exc
+        return store
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._db:
+            self._db.executescript(_SCHEMA)
+            if self._meta("schema_version") is None:
+                self._set_meta("schema_version", str(SCHEMA_VERSION))
+                self._set_meta("created_by", f"imguard {__version__}")
+                self._set_meta("generation", "0")
+
+    def _check_version(self) -> None:
+        version = self._meta("schema_version")
+        if version is None:
+            raise CatalogError(f"{self.path}: not an imguard catalog (no schema version)")
+        if int(version) > SCHEMA_VERSION:
+            raise CatalogError(
+                f"{self.path}: written by a newer imguard (schema {version}, this one reads "
+                f"up to {SCHEMA_VERSION}); upgrade imguard"
+            )
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._meta("schema_version") or 0)
+
+    @property
+    def generation(self) -> int:
+        """Bumped by every change to the catalog: derived indexes record the one they were built from."""
+        return int(self._meta("generation") or 0)
+
+    def _bump(self) -> None:
+        self._db.execute(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
+        )
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def put_many(self, rows: Iterable[tuple[str, str, float, Fingerprint, dict[str, str]]]) -> int:
+        """Insert or replace (path, abspath, mtime, fingerprint, metadata) rows in one transaction."""
+        count = 0
+        with self._db:
+            for path, abspath, mtime, fp, metadata in rows:
+                known = {k: metadata.get(k) for k in METADATA_FIELDS}
+                extra = {k: v for k, v in metadata.items() if k not in METADATA_FIELDS}
+                self._db.execute("DELETE FROM images WHERE abspath = ?", (abspath,))
+                cursor = self._db.execute(
+                    "INSERT INTO images(path, abspath, sha256, nbytes, mtime, width, height,"
+                    " box_x0, box_y0, box_x1, box_y1, view_w, view_h, phash, dhash,"
+                    " sku, asin, url, title, extra, added_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        path, abspath, fp.sha256, fp.nbytes, mtime, fp.width, fp.height,
+                        *fp.box, *fp.view_size, fp.hashes["phash"], fp.hashes["dhash"],
+                        *known.values(), json.dumps(extra) if extra else None, time.time(),
+                    ),
+                )
+                self._db.execute(
+                    "INSERT INTO features(image_id, keypoints, descriptors, thumbnail) VALUES (?,?,?,?)",
+                    (
+                        cursor.lastrowid,
+                        np.ascontiguousarray(fp.keypoints, np.float32).tobytes(),
+                        np.ascontiguousarray(fp.descriptors, np.uint8).tobytes(),
+                        fp.thumbnail or b"",
+                    ),
+                )
+                count += 1
+            if count:
+                self._bump()
+        return count
+
+    def set_metadata(self, abspath: str, metadata: dict[str, str]) -> bool:
+        known = [metadata.get(k) for k in METADATA_FIELDS]
+        extra = {k: v for k, v in metadata.items() if k not in METADATA_FIELDS}
+        with self._db:
+            cursor = self._db.execute(
+                "UPDATE images SET sku = ?, asin = ?, url = ?, title = ?, extra = ? WHERE abspath = ?",
+                (*known, json.dumps(extra) if extra else None, abspath),
+            )
+        return cursor.rowcount > 0
+
+    def delete(self, ids: Iterable[int]) -> int:
+        ids = list(ids)
+        if not ids:
+            return 0
+        with self._db:
+            self._db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
+            self._bump()
+        return len(ids)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
+    def file_states(self) -> dict[str, FileState]:
+        """abspath → what was indexed: the basis of incremental re-indexing and pruning."""
+        return {
+            row[0]: FileState(row[1], row[2], row[3], row[4])
+            for row in self._db.execute("SELECT abspath, id, sha256, nbytes, mtime FROM images")
+        }
+
+    def ids_with_sha256(self, sha256: str) -> list[int]:
+        return [r[0] for r in self._db.execute("SELECT id FROM images WHERE sha256 = ? ORDER BY id", (sha256,))]
+
+    def hash_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, pHash codes n×8, dHash codes n×8), ordered by id."""
+        rows = self._db.execute("SELECT id, phash, dhash FROM images ORDER BY id").fetchall()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        phashes = np.frombuffer(b"".join(r[1] for r in rows), np.uint8).reshape(-1, 8)
+        dhashes = np.frombuffer(b"".join(r[2] for r in rows), np.uint8).reshape(-1, 8)
+        return ids, phashes, dhashes
+
+    def iter_descriptors(self, batch: int = 2048) -> Iterator[tuple[int, np.ndarray]]:
+        """(image id, descriptors) for every catalog image, ordered by id, streamed."""
+        cursor = self._db.execute("SELECT image_id, descriptors FROM features ORDER BY image_id")
+        while rows := cursor.fetchmany(batch):
+            for image_id, blob in rows:
+                yield image_id, np.frombuffer(blob, np.uint8).reshape(-1, 32)
+
+    def reference(self, image_id: int, *, with_features: bool = True) -> Reference:
+        row = self._db.execute(
+            "SELECT id, path, sha256, width, height, box_x0, box_y0, box_x1, box_y1, view_w, view_h,"
+            " sku, asin, url, title, extra, phash, dhash FROM images WHERE id = ?",
+            (image_id,),
+        ).fetchone()
+        if row is None:
+            raise CatalogError(f"{self.path}: no catalog image with id {image_id}")
+        metadata = {k: v for k, v in zip(METADATA_FIELDS, row[11:15]) if v}
+        if row[15]:
+            metadata.update(json.loads(row[15]))
+        extras: dict[str, Any] = {}
+        if with_features:
+            keypoints, descriptors, thumbnail = self._db.execute(
+                "SELECT keypoints, descriptors, thumbnail FROM features WHERE image_id = ?", (image_id,)
+            ).fetchone()
+            extras = {
+                "keypoints": np.frombuffer(keypoints, np.float32).reshape(-1, 2),
+                "descriptors": np.frombuffer(descriptors, np.uint8).reshape(-1, 32),
+                "thumbnail": thumbnail,
+            }
+        return Reference(
+            id=row[0], path=row[1], sha256=row[2], width=row[3], height=row[4],
+            box=tuple(row[5:9]), view_size=(row[9], row[10]), metadata=metadata,
+            hashes={"phash": row[16], "dhash": row[17]}, **extras,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        images, nbytes = self._db.execute("SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM images").fetchone()
+        with_metadata = self._db.execute(
+            "SELECT COUNT(*) FROM images WHERE sku IS NOT NULL OR asin IS NOT NULL OR url IS NOT NULL"
+            " OR title IS NOT NULL"
+        ).fetchone()[0]
+        descriptors = self._db.execute(
+            "SELECT COALESCE(SUM(LENGTH(descriptors)), 0) / 32 FROM features"
+        ).fetchone()[0]
+        return {
+            "images": int(images),
+            "bytes": int(nbytes),
+            "with_metadata": int(with_metadata),
+            "descriptors": int(descriptors),
+            "schema_version": self.schema_version,
+            "generation": self.generation,
+            "store_bytes": os.path.getsize(self.path),
+        }
