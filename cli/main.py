@@ -47,7 +47,9 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress ba
 
 
 def _out() -> Console:
-    return Console(file=sys.stdout, soft_wrap=True, highlight=False)
+    # Piped output gets wide tables, so that file names are not folded mid-word for grep.
+    width = None if sys.stdout.isatty() else 240
+    return Console(file=sys.stdout, soft_wrap=True, highlight=False, width=width)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

@@ -118,13 +118,15 @@ def decode(data: bytes, name: str, min_side: int) -> Decoded:
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             _check_pixels(name, width, height)
-            orientation = _orientation(image)
             if image.format == "JPEG":
                 long_side = max(width, height)
                 if long_side > min_side:
                     factor = min_side / long_side
                     image.draft("RGB", (max(1, round(width * factor)), max(1, round(height * factor))))
             image.load()
+            # After load(): for PNG, getexif() decodes the image itself and would hide a
+            # decoder error from load() (a corrupt stream then reads as a black picture).
+            orientation = _orientation(image)
     except ImageError:
         raise
     except UnidentifiedImageError:

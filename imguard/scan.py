@@ -32,6 +32,9 @@ VOTE_K = 4  # neighbours per query descriptor
 VOTE_DISTANCE = 64  # of 256 bits
 MIN_VOTES = 4
 VOTED_CANDIDATES = 4  # catalog images verified per query, best-voted first
+RECOLOUR_BEST = 0.6  # colour agreement of the best match above which recolour siblings are dropped
+RECOLOUR_GAP = 0.4
+RECOLOUR_STRUCTURE = 0.1
 
 
 @dataclass(frozen=True)
@@ -282,12 +285,26 @@ class Matcher:
         )
 
     def _select(self, q: _Query) -> list[Match]:
-        ranked = sorted(q.results.values(), key=lambda m: (-m.score, m.distance, m.reference))
+        ranked = _drop_recolours(sorted(q.results.values(), key=lambda m: (-m.score, m.distance, m.reference)))
         if self.threshold > 0:
             ranked = [m for m in ranked if m.score >= self.threshold]
         if self.top is not None:
             ranked = ranked[: self.top]
         return ranked
+
+
+def _drop_recolours(ranked: list[Match]) -> list[Match]:
+    """Catalogs hold recolours of one photo (the red, blue and black shirt). When the best match
+    agrees in colour, a sibling that agrees as well in structure but not in colour is that other
+    variant, not the copied image: it is dropped rather than reported as a second copy."""
+    if not ranked or ranked[0].explanation.colour < RECOLOUR_BEST:
+        return ranked
+    best = ranked[0].explanation
+    return [ranked[0]] + [
+        m for m in ranked[1:]
+        if not (m.explanation.colour < best.colour - RECOLOUR_GAP
+                and m.explanation.structure >= best.structure - RECOLOUR_STRUCTURE)
+    ]
 
 
 def _explain(q: _Query, ref: Reference, alignment: verify.Alignment, check: verify.DenseCheck,

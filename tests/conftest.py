@@ -1,0 +1,96 @@
+"""Shared fixtures: the generated images (made once per session) and one indexed catalog.
+
+Tests that only read use `fixtures` and `indexed`; tests that change files or the catalog work on
+copies (`catalog_copy`, or their own tmp_path).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+sys.path.insert(0, str(TESTS / "fixtures"))
+if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
+
+import make_fixtures  # noqa: E402
+
+import imguard  # noqa: E402
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+ROOT_SKIP = "running as root: file permissions do not stop root from reading"
+
+
+class Fixtures:
+    """Paths of the generated fixture tree and what each file is."""
+
+    def __init__(self, info: dict) -> None:
+        self.root: Path = Path(info["root"])
+        self.catalog = self.root / "catalog"
+        self.competitors = self.root / "competitors"
+        self.loader_dir = self.root / "loader"
+        self.expected: dict[str, str | None] = info["expected"]
+        self.params: dict[str, dict] = info["competitors"]
+        self.catalog_names: list[str] = info["catalog"]
+        self.loader_cases: dict[str, str] = info["loader"]
+
+    def loader(self, case: str) -> Path:
+        return self.loader_dir / self.loader_cases[case]
+
+    def competitor(self, name: str) -> Path:
+        return self.competitors / name
+
+    def copy_of(self, source: str, family: str) -> str:
+        """Name of the competitor file made from `source` by `family`."""
+        for name, p in self.params.items():
+            if p["source"] == source and p["family"] == family:
+                return name
+        raise KeyError((source, family))
+
+
+@pytest.fixture(scope="session")
+def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Fixtures:
+    root = tmp_path_factory.mktemp("fixtures")
+    return Fixtures(make_fixtures.make_fixtures(root))
+
+
+@pytest.fixture(scope="session")
+def indexed(fixtures: Fixtures, tmp_path_factory: pytest.TempPathFactory) -> imguard.Catalog:
+    """The fixture catalog, indexed once; read-only for the tests that use it."""
+    folder = tmp_path_factory.mktemp("guard")
+    catalog = imguard.Catalog.open(folder)
+    result = catalog.add(fixtures.catalog, jobs=1)
+    assert result.added == len(fixtures.catalog_names) and not result.errors
+    yield catalog
+    catalog.close()
+
+
+@pytest.fixture(scope="session")
+def default_scan(fixtures: Fixtures, indexed: imguard.Catalog) -> list[imguard.Match]:
+    """All competitors scanned once at the default threshold, in one process."""
+    run = indexed.scan(fixtures.competitors, jobs=1)
+    matches = list(run)
+    assert not run.errors
+    return matches
+
+
+@pytest.fixture
+def catalog_copy(fixtures: Fixtures, tmp_path: Path) -> Path:
+    """A private copy of the catalog images, free to change."""
+    target = tmp_path / "images"
+    shutil.copytree(fixtures.catalog, target)
+    return target
+
+
+def by_query(matches: list[imguard.Match]) -> dict[str, list[imguard.Match]]:
+    """Basename of the query → its matches, in the order the scan gave them (best first)."""
+    out: dict[str, list[imguard.Match]] = {}
+    for m in matches:
+        out.setdefault(os.path.basename(m.query), []).append(m)
+    return out

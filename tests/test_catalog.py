@@ -1,0 +1,335 @@
+"""The Catalog: indexing, incremental re-indexing, pruning, persistence, rebuilds, manifests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import imguard
+from imguard import catalog as catalog_module
+from imguard.index import CatalogIndex
+
+from conftest import ROOT, by_query
+
+FAISS_FILES = ("phash.faiss", "dhash.faiss", "features.faiss")
+
+
+def base(path: str) -> str:
+    return os.path.basename(path)
+
+
+def copy_competitor(fixtures, name: str, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    shutil.copyfile(fixtures.competitor(name), target)
+    return target
+
+
+def summary(matches):
+    return [(m.query, m.reference, m.score, m.distance, m.distances, m.explanation, m.reference_metadata,
+             m.query_sha256, m.reference_sha256) for m in matches]
+
+
+# -- indexing --------------------------------------------------------------------------------------
+
+
+def test_add_then_incremental_reindex(catalog_copy, tmp_path, monkeypatch):
+    n = len(list(catalog_copy.iterdir()))
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        first = cat.add(catalog_copy, jobs=1)
+        assert (first.added, first.updated, first.unchanged, first.removed) == (n, 0, 0, 0)
+        assert not first.errors and len(cat) == n
+
+        fingerprinted: list[str] = []
+        real = catalog_module.fingerprint_file
+
+        def spy(path, **kwargs):
+            fingerprinted.append(path)
+            return real(path, **kwargs)
+
+        monkeypatch.setattr(catalog_module, "fingerprint_file", spy)
+        second = cat.add(catalog_copy, jobs=1)
+        assert (second.added, second.updated, second.unchanged) == (0, 0, n)
+        assert fingerprinted == []
+
+        # touch one file (new mtime), rewrite another (new content): only they are re-done
+        touched, rewritten = catalog_copy / "rocket.jpg", catalog_copy / "chelsea.jpg"
+        st = touched.stat()
+        os.utime(touched, (st.st_atime, st.st_mtime + 10))
+        shutil.copyfile(catalog_copy / "coffee.jpg", rewritten)
+        third = cat.add(catalog_copy, jobs=1)
+        assert (third.added, third.updated, third.unchanged) == (0, 2, n - 2)
+        assert sorted(base(p) for p in fingerprinted) == ["chelsea.jpg", "rocket.jpg"]
+        assert len(cat) == n
+
+        # the rewritten entry now holds the new content
+        monkeypatch.undo()
+        run = cat.scan(catalog_copy / "coffee.jpg", jobs=1)
+        exact = {base(m.reference) for m in run if m.matched_by == "sha256"}
+        assert exact == {"coffee.jpg", "chelsea.jpg"}
+
+
+def test_new_file_is_added_and_matched(catalog_copy, tmp_path, fixtures):
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        cat.add(catalog_copy / "chelsea.jpg", jobs=1)
+        assert len(cat) == 1
+        result = cat.add(catalog_copy, jobs=1)
+        assert (result.added, result.unchanged) == (len(fixtures.catalog_names) - 1, 1)
+        found = [m for m in cat.scan(fixtures.competitor("rocket__webp.webp"), jobs=1)]
+        assert found and base(found[0].reference) == "rocket.jpg"
+
+
+def test_prune_drops_deleted_files(catalog_copy, tmp_path):
+    n = len(list(catalog_copy.iterdir()))
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        cat.add(catalog_copy, jobs=1)
+        (catalog_copy / "rocket.jpg").unlink()
+        kept = cat.add(catalog_copy, jobs=1)  # without prune: entries stay
+        assert kept.removed == 0 and len(cat) == n
+        pruned = cat.add(catalog_copy, prune=True, jobs=1)
+        assert pruned.removed == 1 and pruned.unchanged == n - 1 and len(cat) == n - 1
+        assert cat.stats()["images"] == n - 1
+        (catalog_copy / "ihc.png").unlink()
+        assert cat.prune() == 1 and len(cat) == n - 2
+        assert cat.prune() == 0
+        references = {base(m.reference) for m in cat.scan(catalog_copy, threshold=0, jobs=1)}
+        assert "rocket.jpg" not in references and "ihc.png" not in references
+
+
+def test_errors_while_indexing_are_collected(fixtures, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copyfile(fixtures.catalog / "coffee.jpg", folder / "coffee.jpg")
+    for case in ("empty", "truncated", "not_image"):
+        shutil.copyfile(fixtures.loader(case), folder / fixtures.loader(case).name)
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        result = cat.add(folder, jobs=1)
+    assert result.added == 1 and len(result.errors) == 3
+    assert {base(e.path) for e in result.errors} == {"empty.png", "truncated.jpg", "not_an_image.jpg"}
+    assert all(e.error for e in result.errors)
+    assert json.dumps(result.as_dict())  # JSON-ready
+
+
+# -- persistence and the derived indexes ------------------------------------------------------------
+
+
+def run_python(code: str, cwd: Path) -> str:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_persistence_across_processes(fixtures, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(fixtures.catalog, images)
+    out = run_python(
+        """
+        import imguard
+        r = imguard.Catalog.open("guard").add("images", jobs=1)
+        print(r.added)
+        """,
+        tmp_path,
+    )
+    assert out.split() == [str(len(fixtures.catalog_names))]
+    queries = tmp_path / "queries"
+    copy_competitor(fixtures, "chelsea__jpeg40.jpg", queries)
+    copy_competitor(fixtures, "astronaut__mirror.jpg", queries)
+    out = run_python(
+        """
+        import json, imguard
+        cat = imguard.Catalog.open("guard", create=False)
+        print(json.dumps([[m.query, m.reference, m.score] for m in cat.scan("queries", top=1, jobs=1)]))
+        """,
+        tmp_path,
+    )
+    found = {q: r for q, r, _ in json.loads(out)}
+    assert found == {
+        os.path.join("queries", "chelsea__jpeg40.jpg"): os.path.join("images", "chelsea.jpg"),
+        os.path.join("queries", "astronaut__mirror.jpg"): os.path.join("images", "astronaut.png"),
+    }
+
+
+def test_missing_index_files_are_rebuilt(fixtures, catalog_copy, tmp_path):
+    guard = tmp_path / "guard"
+    with imguard.Catalog.open(guard) as cat:
+        cat.add(catalog_copy, jobs=1)
+    for name in FAISS_FILES:
+        assert (guard / name).exists()
+        (guard / name).unlink()
+    query = fixtures.competitor("coffee__crop90.jpg")
+    with imguard.Catalog.open(guard, create=False) as cat:
+        found = list(cat.scan(query, jobs=1))
+        assert found and base(found[0].reference) == "coffee.jpg"
+    for name in FAISS_FILES:
+        assert (guard / name).exists()
+
+
+def test_rebuild(catalog_copy, tmp_path, fixtures):
+    guard = tmp_path / "guard"
+    with imguard.Catalog.open(guard) as cat:
+        cat.add(catalog_copy, jobs=1)
+        before = {name: (guard / name).stat().st_mtime_ns for name in FAISS_FILES}
+        (guard / "features.faiss").write_bytes(b"garbage")  # damaged: rebuild must not read it
+        index = cat.rebuild()
+        assert index.phash.size == len(fixtures.catalog_names)
+        assert index.features.size == cat.stats()["descriptors"] > 0
+        assert all((guard / name).stat().st_mtime_ns >= before[name] for name in FAISS_FILES)
+        loaded = CatalogIndex.load(str(guard), cat.store.generation)
+        assert loaded is not None and loaded.features.size == index.features.size
+        found = list(cat.scan(fixtures.competitor("rocket__thumb300.jpg"), jobs=1))
+        assert found and base(found[0].reference) == "rocket.jpg"
+
+
+def test_stale_index_is_detected(fixtures, catalog_copy, tmp_path):
+    guard = tmp_path / "guard"
+    first = catalog_copy / "first"
+    first.mkdir()
+    shutil.move(str(catalog_copy / "chelsea.jpg"), first / "chelsea.jpg")
+    with imguard.Catalog.open(guard) as cat:
+        cat.add(first, jobs=1)
+        old_generation = cat.store.generation
+    # a second process (here: a second Catalog) adds images and writes a newer index...
+    reader = imguard.Catalog.open(guard, create=False)
+    assert reader.index.phash.size == 1  # loaded and cached by the reader
+    with imguard.Catalog.open(guard) as writer:
+        writer.add(catalog_copy, jobs=1)
+    # ...a stale stamp on disk is refused, and the reader notices the change
+    assert CatalogIndex.load(str(guard), old_generation) is None
+    assert reader.index.phash.size == len(fixtures.catalog_names)
+    found = list(reader.scan(fixtures.competitor("motorcycle__resize.jpg"), jobs=1))
+    assert found and base(found[0].reference) == "motorcycle.jpg"
+    reader.close()
+
+    # index files left from an older generation (a crash after a commit) are rebuilt, not used
+    stamp = json.loads((guard / "index.json").read_text())
+    stamp["generation"] -= 1
+    (guard / "index.json").write_text(json.dumps(stamp))
+    with imguard.Catalog.open(guard, create=False) as cat:
+        assert cat.index.generation == cat.store.generation
+        assert cat.index.phash.size == len(fixtures.catalog_names)
+    assert json.loads((guard / "index.json").read_text())["generation"] == stamp["generation"] + 1
+
+
+# -- manifests and errors ---------------------------------------------------------------------------
+
+
+def test_manifest_metadata_comes_back_with_matches(fixtures, catalog_copy, tmp_path):
+    manifest = catalog_copy / "manifest.csv"
+    manifest.write_text(
+        "path,sku,asin,url,title,colour\n"
+        "chelsea.jpg,CAT-1,B000CAT001,https://shop.example/cat,Tabby cat print,brown\n"
+        "rocket.jpg,ROCK-2,,https://shop.example/rocket,Rocket poster,\n"
+    )
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        cat.add(catalog_copy, manifest=manifest, jobs=1)
+        queries = [fixtures.competitor("chelsea__resize.jpg"), fixtures.competitor("rocket__colour.jpg"),
+                   fixtures.competitor("coffee__png.png")]
+        best = {base(q): ms[0] for q, ms in by_query(list(cat.scan(queries, top=1, jobs=1))).items()}
+    assert best["chelsea__resize.jpg"].reference_metadata == {
+        "sku": "CAT-1", "asin": "B000CAT001", "url": "https://shop.example/cat", "title": "Tabby cat print",
+        "colour": "brown",
+    }
+    assert best["rocket__colour.jpg"].reference_metadata == {
+        "sku": "ROCK-2", "url": "https://shop.example/rocket", "title": "Rocket poster",
+    }
+    assert best["coffee__png.png"].reference_metadata == {}
+
+
+def test_manifest_for_already_indexed_files(catalog_copy, tmp_path, fixtures):
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        cat.add(catalog_copy, jobs=1)
+        manifest = tmp_path / "meta.csv"
+        manifest.write_text(f"path,sku\n{catalog_copy / 'astronaut.png'},ASTRO-9\n")
+        result = cat.add(catalog_copy, manifest=manifest, jobs=1)
+        assert result.unchanged == len(fixtures.catalog_names)
+        found = list(cat.scan(fixtures.competitor("astronaut__exact.png"), top=1, jobs=1))
+        assert found[0].reference_metadata == {"sku": "ASTRO-9"}
+        assert cat.stats()["with_metadata"] == 1
+
+
+def test_manifest_without_path_column(catalog_copy, tmp_path):
+    manifest = tmp_path / "bad.csv"
+    manifest.write_text("file,sku\nchelsea.jpg,CAT-1\n")
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        with pytest.raises(imguard.ManifestError, match="path") as info:
+            cat.add(catalog_copy, manifest=manifest, jobs=1)
+        assert isinstance(info.value, imguard.SourceError)
+        assert str(manifest) in str(info.value)
+        assert len(cat) == 0
+    with pytest.raises(imguard.ManifestError):
+        imguard.read_manifest(tmp_path / "missing.csv")
+
+
+def test_missing_catalog_without_create(tmp_path):
+    with pytest.raises(imguard.CatalogError):
+        imguard.Catalog.open(tmp_path / "nothing", create=False)
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_not_a_catalog(tmp_path):
+    folder = tmp_path / "guard"
+    folder.mkdir()
+    (folder / "catalog.sqlite").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(imguard.CatalogError):
+        imguard.Catalog.open(folder, create=False)
+
+
+# -- scanning ---------------------------------------------------------------------------------------
+
+
+def test_jobs_two_gives_the_same_matches(fixtures, indexed, default_scan):
+    run = indexed.scan(fixtures.competitors, jobs=2)
+    parallel = list(run)
+    assert summary(parallel) == summary(default_scan)
+    assert run.stats["queries"] == len(fixtures.expected)
+
+
+def test_per_file_errors_are_collected_and_scan_goes_on(fixtures, indexed, tmp_path):
+    folder = tmp_path / "queries"
+    good = copy_competitor(fixtures, "rocket__webp.webp", folder)
+    broken = []
+    for case in ("empty", "truncated", "not_image"):  # corrupt.png: see test_load
+        source = fixtures.loader(case)
+        broken.append(folder / f"a_{source.name}")  # sorts before and after the good file
+        shutil.copyfile(source, broken[-1])
+    last = folder / "z_empty.png"
+    last.write_bytes(b"")
+    broken.append(last)
+    run = indexed.scan(folder, jobs=1)
+    matches = list(run)
+    assert [base(m.query) for m in matches][:1] == [good.name]
+    assert base(matches[0].reference) == "rocket.jpg"
+    assert {e.path for e in run.errors} == {str(p) for p in broken}
+    assert all(isinstance(e, imguard.ScanError) and e.error for e in run.errors)
+    assert run.stats["errors"] == len(broken) and run.stats["queries"] == len(broken) + 1
+
+
+def test_scan_stats(fixtures, indexed):
+    run = indexed.scan([fixtures.competitor("astronaut__exact.png"), fixtures.competitor("unrelated__moon.png")],
+                       jobs=1)
+    matches = list(run)
+    assert run.stats["queries"] == 2 and run.stats["matched_queries"] == 1
+    assert run.stats["matches"] == len(matches) >= 1 and run.stats["errors"] == 0
+
+
+def test_bad_threshold(indexed, fixtures):
+    with pytest.raises(ValueError):
+        indexed.scan(fixtures.competitors, threshold=1.5)
+
+
+def test_catalog_stats(indexed, fixtures):
+    stats = indexed.stats()
+    assert stats["images"] == len(fixtures.catalog_names)
+    assert stats["index"]["phash"] == stats["images"] and stats["index"]["features"] == stats["descriptors"]
+    assert stats["bytes"] == sum(p.stat().st_size for p in fixtures.catalog.iterdir())
+    assert stats["schema_version"] >= 1

@@ -1,0 +1,304 @@
+"""The `imguard` command, in-process (typer's CliRunner) and as the installed console script."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import IS_ROOT, ROOT_SKIP
+
+from imguard_cli.main import app
+
+COPIES = ["astronaut__exact.png", "chelsea__jpeg40.jpg", "coffee__png.png", "rocket__thumb300.jpg"]
+UNRELATED = ["unrelated__moon.png", "unrelated__coins.jpg"]
+MATCH_KEYS = {"query", "reference", "score", "distance", "distances", "matched_by", "explanation",
+              "reference_metadata", "query_sha256", "reference_sha256"}
+EXPLANATION_KEYS = {"matched_by", "scale", "rotation", "mirrored", "inliers", "reference_region", "query_region",
+                    "structure", "colour"}
+WIDE = {"COLUMNS": "240", "NO_COLOR": "1"}
+
+
+@pytest.fixture(scope="module")
+def workdir(fixtures, tmp_path_factory) -> Path:
+    """cwd for the CLI: catalog/ (indexed into guard/ by the first test that needs it), competitors/
+    (a few copies and unrelated photos), only_unrelated/, broken/ (a copy plus an empty file)."""
+    root = tmp_path_factory.mktemp("cli")
+    shutil.copytree(fixtures.catalog, root / "catalog")
+    for folder, names in (("competitors", COPIES + UNRELATED), ("only_unrelated", UNRELATED)):
+        (root / folder).mkdir()
+        for name in names:
+            shutil.copyfile(fixtures.competitor(name), root / folder / name)
+    (root / "broken").mkdir()
+    shutil.copyfile(fixtures.competitor("rocket__thumb300.jpg"), root / "broken" / "rocket.jpg")
+    (root / "broken" / "empty.png").write_bytes(b"")
+    return root
+
+
+@pytest.fixture
+def cli(workdir, monkeypatch):
+    """Run the app in `workdir`: cli("scan", ...) -> click Result."""
+    monkeypatch.chdir(workdir)
+    runner = CliRunner()
+
+    def invoke(*args: str, env: dict | None = None):
+        return runner.invoke(app, list(args), env={**WIDE, **(env or {})}, catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def guard(cli, workdir, fixtures) -> str:
+    """The catalog of workdir, indexed once (later calls find every file unchanged)."""
+    result = cli("index", "catalog", "--db", "guard", "--quiet", "--jobs", "1", "--format", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["images"] == len(fixtures.catalog_names)
+    return "guard"
+
+
+def scan_json(cli, *args: str) -> dict:
+    result = cli("scan", *args, "--format", "json", "--quiet", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # exactly one JSON object: anything else fails to parse
+
+
+# -- index ------------------------------------------------------------------------------------------
+
+
+def test_index_reports_added_then_unchanged(cli, tmp_path, fixtures):
+    db = str(tmp_path / "fresh")
+    first = cli("index", "catalog", "--db", db, "--quiet", "--jobs", "1", "--format", "json")
+    assert first.exit_code == 0, first.output
+    data = json.loads(first.stdout)
+    n = len(fixtures.catalog_names)
+    assert (data["added"], data["unchanged"], data["images"]) == (n, 0, n)
+    again = cli("index", "catalog", "--db", db, "--quiet", "--jobs", "1", "--format", "json")
+    data = json.loads(again.stdout)
+    assert (data["added"], data["unchanged"], data["images"]) == (0, n, n)
+    table = cli("index", "catalog", "--db", db, "--quiet", "--jobs", "1")
+    assert table.exit_code == 0 and "unchanged" in table.stdout
+
+
+def test_index_with_manifest_and_prune(cli, workdir, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(workdir / "catalog", images)
+    manifest = images / "manifest.csv"
+    manifest.write_text("path,sku,title\nchelsea.jpg,CAT-1,Cat print\n")
+    db = str(tmp_path / "db")
+    result = cli("index", str(images), "--db", db, "--manifest", str(manifest), "--quiet", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    found = json.loads(cli("scan", "competitors/chelsea__jpeg40.jpg", "--db", db, "--format", "json",
+                           "--quiet", "--jobs", "1", "--top", "1").stdout)["matches"]
+    assert found[0]["reference_metadata"] == {"sku": "CAT-1", "title": "Cat print"}
+    (images / "rocket.jpg").unlink()
+    pruned = cli("index", str(images), "--db", db, "--prune", "--quiet", "--jobs", "1", "--format", "json")
+    assert json.loads(pruned.stdout)["removed"] == 1
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,sku\nx.jpg,1\n")
+    result = cli("index", str(images), "--db", db, "--manifest", str(bad), "--quiet")
+    assert result.exit_code == 2 and "path" in result.stderr
+    assert "Traceback" not in result.output
+
+
+# -- scan -------------------------------------------------------------------------------------------
+
+
+def test_scan_json_shape_and_relative_paths(cli, guard, fixtures):
+    data = scan_json(cli, "competitors", "--db", guard)
+    assert set(data) == {"matches", "errors", "stats"}
+    assert data["errors"] == []
+    assert data["stats"]["queries"] == len(COPIES + UNRELATED)
+    matches = data["matches"]
+    assert matches
+    for m in matches:
+        assert MATCH_KEYS <= set(m), set(m)
+        assert EXPLANATION_KEYS <= set(m["explanation"])
+        assert m["matched_by"] == m["explanation"]["matched_by"]
+        assert isinstance(m["score"], float) and 0 <= m["score"] <= 1
+        assert isinstance(m["distance"], int) and set(m["distances"]) >= {"phash", "dhash"}
+        assert len(m["explanation"]["reference_region"]) == 4
+        # relative folders given → relative paths shown
+        assert m["query"].startswith("competitors" + os.sep) and not os.path.isabs(m["query"])
+        assert m["reference"].startswith("catalog" + os.sep) and not os.path.isabs(m["reference"])
+    # sorted by query, then best first
+    keys = [(m["query"], -m["score"]) for m in matches]
+    assert keys == sorted(keys)
+    best = {}
+    for m in matches:
+        best.setdefault(os.path.basename(m["query"]), os.path.basename(m["reference"]))
+    assert best == {name: fixtures.expected[name] for name in COPIES}
+    exact = [m for m in matches if m["query"].endswith("astronaut__exact.png")][0]
+    assert exact["score"] == 1.0 and exact["matched_by"] == "sha256"
+
+
+def test_scan_csv(cli, guard):
+    matches = scan_json(cli, "competitors", "--db", guard)["matches"]
+    result = cli("scan", "competitors", "--db", guard, "--format", "csv", "--quiet", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    header, body = rows[0], rows[1:]
+    assert {"query", "reference", "score"} <= set(header)
+    assert len(body) == len(matches)
+    q, r, s = header.index("query"), header.index("reference"), header.index("score")
+    assert [(row[q], row[r]) for row in body] == [(m["query"], m["reference"]) for m in matches]
+    assert all(abs(float(row[s]) - m["score"]) < 1e-3 for row, m in zip(body, matches))
+
+
+def test_scan_table_names_the_files(cli, guard):
+    result = cli("scan", "competitors", "--db", guard, "--quiet", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    for name in COPIES:
+        assert name in result.stdout, name
+    for name in ("astronaut.png", "chelsea.jpg", "coffee.jpg", "rocket.jpg"):
+        assert name in result.stdout
+    assert "6 images scanned" in result.stdout
+
+
+def test_stats_json(cli, guard, fixtures):
+    result = cli("stats", "--db", guard, "--format", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["images"] == len(fixtures.catalog_names)
+    table = cli("stats", "--db", guard)
+    assert table.exit_code == 0 and "images" in table.stdout
+
+
+def test_top_and_threshold(cli, guard):
+    none = scan_json(cli, "only_unrelated", "--db", guard)
+    assert none["matches"] == [] and none["stats"]["queries"] == len(UNRELATED)
+    # --threshold 0 reports every query's best candidates, whatever their score.
+    everything = scan_json(cli, "only_unrelated", "--db", guard, "--threshold", "0")
+    assert {m["query"] for m in everything["matches"]} == {f"only_unrelated/{n}" for n in UNRELATED}
+    assert any(m["score"] < 0.35 for m in everything["matches"])
+    top = scan_json(cli, "only_unrelated", "--db", guard, "--threshold", "0", "--top", "1")
+    assert len(top["matches"]) == len(UNRELATED)
+    assert len(everything["matches"]) > len(top["matches"])
+
+
+# -- exit codes -------------------------------------------------------------------------------------
+
+
+def test_exit_codes_fail_on_match(cli, guard):
+    matched = cli("scan", "competitors", "--db", guard, "--fail-on-match", "--quiet", "--jobs", "1")
+    assert matched.exit_code == 1
+    clean = cli("scan", "only_unrelated", "--db", guard, "--fail-on-match", "--quiet", "--jobs", "1")
+    assert clean.exit_code == 0, clean.output
+
+
+def test_exit_code_missing_catalog(cli, tmp_path):
+    result = cli("scan", "competitors", "--db", str(tmp_path / "no-catalog"), "--quiet")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and result.stderr.strip()
+    assert not (tmp_path / "no-catalog").exists()
+    for command in (["stats"], ["rebuild"]):
+        result = cli(*command, "--db", str(tmp_path / "no-catalog"))
+        assert result.exit_code == 2, command
+
+
+def test_exit_code_missing_folder(cli, guard):
+    result = cli("scan", "no_such_folder", "--db", guard, "--quiet")
+    assert result.exit_code == 2 and "no_such_folder" in result.stderr
+    result = cli("index", "no_such_folder", "--db", guard, "--quiet")
+    assert result.exit_code == 2 and "no_such_folder" in result.stderr
+
+
+@pytest.mark.skipif(IS_ROOT, reason=ROOT_SKIP)
+def test_exit_code_unreadable_folder(cli, guard, workdir):
+    locked = workdir / "locked"
+    locked.mkdir(exist_ok=True)
+    locked.chmod(0)
+    try:
+        result = cli("scan", "locked", "--db", guard, "--quiet")
+        assert result.exit_code == 2 and "locked" in result.stderr
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.parametrize("args", [
+    ["scan", "competitors", "--db", "guard", "--format", "xml"],
+    ["scan", "competitors", "--db", "guard", "--bogus"],
+    ["scan", "competitors", "--db", "guard", "--threshold", "1.5"],
+    ["scan", "competitors", "--db", "guard", "--top", "0"],
+    ["scan", "--db", "guard"],
+    ["frobnicate"],
+])
+def test_exit_code_bad_usage(cli, guard, args):
+    result = cli(*args)
+    assert result.exit_code == 2, result.output
+
+
+def test_strict_with_a_broken_file(cli, guard):
+    lenient = cli("scan", "broken", "--db", guard, "--format", "json", "--quiet", "--jobs", "1")
+    assert lenient.exit_code == 0, lenient.output
+    data = json.loads(lenient.stdout)
+    assert [e["path"] for e in data["errors"]] == [os.path.join("broken", "empty.png")]
+    assert "empty" in data["errors"][0]["error"]
+    assert [m["reference"] for m in data["matches"]][:1] == [os.path.join("catalog", "rocket.jpg")]
+    strict = cli("scan", "broken", "--db", guard, "--strict", "--quiet", "--jobs", "1")
+    assert strict.exit_code == 1
+    assert "empty.png" in strict.stdout  # the table of unreadable files
+
+
+def test_rebuild(cli, guard, workdir):
+    for name in ("phash.faiss", "dhash.faiss", "features.faiss"):
+        (workdir / guard / name).unlink()
+    result = cli("rebuild", "--db", guard)
+    assert result.exit_code == 0, result.output
+    assert "rebuilt" in result.stdout
+    for name in ("phash.faiss", "dhash.faiss", "features.faiss"):
+        assert (workdir / guard / name).exists()
+    assert scan_json(cli, "competitors/rocket__thumb300.jpg", "--db", guard)["matches"]
+
+
+# -- the installed console script -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def script() -> Path:
+    path = Path(sys.executable).parent / ("imguard.exe" if os.name == "nt" else "imguard")
+    if not path.exists():
+        pytest.skip(f"the imguard console script is not installed next to {sys.executable} (pip install -e .)")
+    return path
+
+
+def run_script(script: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **WIDE}
+    return subprocess.run([str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_console_script_index_and_scan(script, workdir, tmp_path, fixtures):
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copytree(workdir / "catalog", work / "catalog")
+    shutil.copytree(workdir / "competitors", work / "competitors")
+    done = run_script(script, work, "index", "catalog", "--db", "guard", "--quiet")
+    assert done.returncode == 0, done.stderr
+    # default --jobs (all cores) on purpose: the real process pool
+    done = run_script(script, work, "scan", "competitors", "--db", "guard", "--format", "json", "--quiet")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert "Traceback" not in done.stderr
+    best = {}
+    for m in data["matches"]:
+        assert not os.path.isabs(m["query"]) and not os.path.isabs(m["reference"])
+        best.setdefault(os.path.basename(m["query"]), os.path.basename(m["reference"]))
+    assert best == {name: fixtures.expected[name] for name in COPIES}
+    assert run_script(script, work, "scan", "competitors", "--db", "guard", "--fail-on-match",
+                      "--quiet").returncode == 1
+    stats = run_script(script, work, "stats", "--db", "guard", "--format", "json")
+    assert stats.returncode == 0 and json.loads(stats.stdout)["images"] == len(fixtures.catalog_names)
+
+
+def test_console_script_exit_code_2(script, workdir, tmp_path):
+    missing = run_script(script, workdir, "scan", "competitors", "--db", str(tmp_path / "none"), "--quiet")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr and missing.stderr.strip()
+    assert run_script(script, workdir, "scan", "--bogus").returncode == 2

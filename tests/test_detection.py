@@ -1,0 +1,165 @@
+"""Finding copies: every edit family of the fixtures is found, with the right source first, and
+unrelated photos are not; explanations say what the copy did."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import imguard
+from make_fixtures import COPIES, ROTATION, UNRELATED, competitor_name
+
+from conftest import by_query
+
+COPY_NAMES = [competitor_name(source, family, ext) for source, family, ext in COPIES]
+UNRELATED_NAMES = [f"unrelated__{os.path.splitext(source)[0]}.{ext}" for source, ext in UNRELATED]
+
+
+def base(path: str) -> str:
+    return os.path.basename(path)
+
+
+def best(default_scan, name: str) -> imguard.Match:
+    matches = by_query(default_scan).get(name)
+    assert matches, f"{name}: no match at the default threshold"
+    return matches[0]
+
+
+def close(box, expected, width: int, height: int, share: float) -> bool:
+    """Every edge of `box` within `share` of the image's size of the edge in `expected`."""
+    x0, y0, x1, y1 = box
+    e0, f0, e1, f1 = expected
+    dx, dy = share * width, share * height
+    return abs(x0 - e0) <= dx and abs(x1 - e1) <= dx and abs(y0 - f0) <= dy and abs(y1 - f1) <= dy
+
+
+def test_fixture_names_are_what_the_tests_expect(fixtures):
+    assert set(COPY_NAMES) | set(UNRELATED_NAMES) == set(fixtures.expected)
+    assert sorted(os.listdir(fixtures.competitors)) == sorted(fixtures.expected)
+
+
+@pytest.mark.parametrize("name", COPY_NAMES)
+def test_copy_is_found_with_its_source_first(fixtures, default_scan, name):
+    source = fixtures.expected[name]
+    matches = by_query(default_scan).get(name, [])
+    assert matches, f"{name}: copy of {source} not found at the default threshold"
+    assert base(matches[0].reference) == source, [(base(m.reference), m.score) for m in matches]
+    scores = [m.score for m in matches]
+    assert scores == sorted(scores, reverse=True)
+    assert all(imguard.DEFAULT_THRESHOLD <= s <= 1 for s in scores)
+    assert matches[0].reference_sha256 and matches[0].query_sha256
+
+
+@pytest.mark.parametrize("name", UNRELATED_NAMES)
+def test_unrelated_photo_has_no_match(default_scan, name):
+    matches = by_query(default_scan).get(name, [])
+    assert not matches, [(base(m.reference), m.score, m.matched_by) for m in matches]
+
+
+def test_byte_identical_copy(fixtures, default_scan):
+    match = best(default_scan, "astronaut__exact.png")
+    assert match.score == 1.0 and match.matched_by == "sha256"
+    assert match.query_sha256 == match.reference_sha256
+    assert match.distance == 0
+    others = [m for m in default_scan if m.matched_by == "sha256" and base(m.query) != "astronaut__exact.png"]
+    assert not others, "only the byte-identical copy may match by sha256"
+
+
+def test_mirrored_copy_is_explained_as_mirrored(default_scan):
+    match = best(default_scan, "astronaut__mirror.jpg")
+    assert match.explanation.mirrored is True
+    for name in COPY_NAMES:
+        if "mirror" not in name:
+            assert best(default_scan, name).explanation.mirrored is False, name
+
+
+def test_rotated_copy_reports_the_rotation(default_scan):
+    """PIL's rotate(+8) turns the picture 8° counter-clockwise; the explanation uses the same
+    convention (degrees, counter-clockwise as seen)."""
+    match = best(default_scan, "astronaut__rotate8.jpg")
+    assert match.matched_by == "features"
+    assert abs(match.explanation.rotation - ROTATION) <= 1.5, match.explanation
+    assert match.explanation.inliers > 0
+    for name in ("coffee__crop90.jpg", "motorcycle__crop_half.jpg", "chelsea__meme.jpg"):
+        assert abs(best(default_scan, name).explanation.rotation) <= 1.5, name
+
+
+@pytest.mark.parametrize("name", ["coffee__crop90.jpg", "ihc__crop90.png", "motorcycle__crop_half.jpg"])
+def test_crop_reference_region_covers_the_kept_part(fixtures, default_scan, name):
+    match = best(default_scan, name)
+    kept = fixtures.params[name]["reference_region"]
+    source = fixtures.catalog / fixtures.expected[name]
+    from PIL import Image
+
+    with Image.open(source) as image:
+        width, height = image.size
+    # one 16 px block of the 256 px verification thumbnail is 6.25 % of a side
+    assert close(match.explanation.reference_region, kept, width, height, 0.08), (match.explanation, kept)
+    x0, y0, x1, y1 = match.explanation.reference_region
+    assert (x1 - x0) * (y1 - y0) < 0.95 * width * height  # not the whole picture
+
+
+@pytest.mark.parametrize("name", ["astronaut__embedded.jpg", "chelsea__meme.jpg"])
+def test_pasted_copy_query_region(fixtures, default_scan, name):
+    match = best(default_scan, name)
+    pasted = fixtures.params[name]["query_region"]
+    from PIL import Image
+
+    with Image.open(fixtures.competitor(name)) as image:
+        width, height = image.size
+    assert close(match.explanation.query_region, pasted, width, height, 0.08), (match.explanation, pasted)
+
+
+@pytest.mark.parametrize("name,scale", [("chelsea__resize.jpg", 0.6), ("motorcycle__resize.jpg", 0.6),
+                                        ("rocket__thumb300.jpg", 300 / 640), ("astronaut__embedded.jpg", 560 / 512)])
+def test_scale_is_query_pixels_per_reference_pixel(default_scan, name, scale):
+    match = best(default_scan, name)
+    assert abs(match.explanation.scale - scale) <= 0.05 * scale, match.explanation
+
+
+def test_recolour_pair_ranks_the_right_variant(default_scan):
+    hue = by_query(default_scan)["coffee_hue__recolour.jpg"]
+    assert base(hue[0].reference) == "coffee_hue.jpg"
+    for name in ("coffee__png.png", "coffee__crop90.jpg", "coffee__letterbox.jpg", "coffee__text.jpg"):
+        matches = by_query(default_scan)[name]
+        assert base(matches[0].reference) == "coffee.jpg", name
+        other = [m for m in matches if base(m.reference) == "coffee_hue.jpg"]
+        # the other colour may be listed, but below, and with a worse colour agreement
+        if other:
+            assert other[0].score < matches[0].score
+            assert other[0].explanation.colour < matches[0].explanation.colour
+
+
+def test_threshold_zero_gives_every_query_a_best_candidate(fixtures, indexed):
+    queries = [fixtures.competitor(n) for n in UNRELATED_NAMES + ["coffee__png.png"]]
+    run = indexed.scan(queries, threshold=0, jobs=1)
+    found = by_query(list(run))
+    assert set(found) == {q.name for q in queries}
+    assert run.stats["matched_queries"] == len(queries)
+    for name, matches in found.items():
+        scores = [m.score for m in matches]
+        assert scores == sorted(scores, reverse=True), name
+    assert max(m.score for m in found["coffee__png.png"]) >= imguard.DEFAULT_THRESHOLD
+
+
+def test_top_limits_matches_per_query(fixtures, indexed):
+    queries = [fixtures.competitor(n) for n in sorted(fixtures.expected)]
+    grouped = by_query(list(indexed.scan(queries, threshold=0, jobs=1)))
+    several = sorted(name for name, matches in grouped.items() if len(matches) > 1)
+    assert several, "precondition: with threshold 0 some query has more than one candidate"
+    run = indexed.scan([fixtures.competitor(n) for n in several], threshold=0, top=1, jobs=1)
+    limited = by_query(list(run))
+    assert set(limited) == set(several)
+    for name in several:
+        assert len(limited[name]) == 1
+        assert limited[name][0].reference == grouped[name][0].reference
+        assert limited[name][0].score == grouped[name][0].score
+
+
+def test_higher_threshold_keeps_a_subset(fixtures, indexed, default_scan):
+    queries = [fixtures.competitor(n) for n in ("coffee__png.png", "coffee__text.jpg", "rocket__colour.jpg")]
+    strict = list(indexed.scan(queries, threshold=0.9, jobs=1))
+    assert all(m.score >= 0.9 for m in strict)
+    loose = {(m.query, m.reference) for m in default_scan}
+    assert {(m.query, m.reference) for m in strict} <= loose

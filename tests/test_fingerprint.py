@@ -1,0 +1,153 @@
+"""Images → fingerprints: canonical views (trimming), hashes, ORB features, and the reduced decode."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import imguard
+from imguard import features, fingerprint, hashing, load
+
+FULL = 10**9  # min_side that asks for a full decode
+
+
+def full_decode_hashes(path) -> tuple[fingerprint.View, dict[str, bytes]]:
+    """Hashes of the canonical view computed from a full-size decode of the file."""
+    with open(path, "rb") as handle:
+        decoded = load.decode(handle.read(), str(path), FULL)
+    view = fingerprint.canonical_view(decoded)
+    return view, hashing.global_hashes(Image.fromarray(view.grey))
+
+
+def test_reduced_decode_hashes_agree_with_full_decode(fixtures):
+    paths = sorted(fixtures.catalog.iterdir()) + sorted(fixtures.competitors.iterdir())
+    reduced = 0
+    for path in paths:
+        fp = imguard.fingerprint_file(str(path), with_features=False)
+        decoded = load.load(str(path), features.FEATURE_SIDE)
+        full_view, full = full_decode_hashes(path)
+        if max(decoded.rgb.shape[:2]) < max(fp.width, fp.height):
+            reduced += 1
+        for name in ("phash", "dhash"):
+            bits = hashing.hamming(fp.hashes[name], full[name])
+            assert bits <= 6, f"{path.name}: {name} of the reduced decode is {bits} bits from the full decode"
+        # the trim box found on the reduced decode is, in original pixels, the full decode's
+        assert np.abs(np.subtract(fp.box, full_view.box)).max() <= max(fp.width, fp.height) * 0.01 + 2
+    assert reduced >= 2, "no fixture was decoded at reduced size: the comparison proves nothing"
+
+
+def test_canonical_view_long_side(fixtures):
+    for name in ("motorcycle.jpg", "chelsea.jpg"):
+        decoded = load.load(str(fixtures.catalog / name), features.FEATURE_SIDE)
+        view = fingerprint.canonical_view(decoded)
+        assert max(view.rgb.shape[:2]) == features.FEATURE_SIDE  # shrunk, or brought up to it
+        h, w = view.rgb.shape[:2]
+        assert abs(w / h - decoded.width / decoded.height) < 0.01  # aspect ratio kept
+
+
+@pytest.mark.parametrize("family", ["pad_white", "letterbox"])
+def test_trimming_recovers_the_content_box(fixtures, family):
+    name = {"pad_white": "chelsea__pad_white.png", "letterbox": "coffee__letterbox.jpg"}[family]
+    params = fixtures.params[name]
+    assert params["family"] == family
+    decoded = load.load(str(fixtures.competitor(name)), features.FEATURE_SIDE)
+    view = fingerprint.canonical_view(decoded)
+    side = max(decoded.width, decoded.height)
+    tolerance = max(4, round(0.02 * side))
+    assert np.abs(np.subtract(view.box, params["content_box"])).max() <= tolerance, (view.box, params)
+    # and the trimmed copy hashes like the original
+    padded = imguard.fingerprint_file(str(fixtures.competitor(name)), with_features=False)
+    original = imguard.fingerprint_file(str(fixtures.catalog / params["source"]), with_features=False)
+    assert hashing.hamming(padded.hashes["phash"], original.hashes["phash"]) <= 8
+
+
+def test_trim_box_of_unpadded_photo_is_the_whole_image(fixtures):
+    decoded = load.load(str(fixtures.catalog / "chelsea.jpg"), features.FEATURE_SIDE)
+    assert hashing.trim_box(decoded.rgb) == (0, 0, decoded.rgb.shape[1], decoded.rgb.shape[0])
+
+
+def test_trim_box_keeps_a_blank_picture():
+    blank = np.full((120, 200, 3), 255, np.uint8)
+    assert hashing.trim_box(blank) == (0, 0, 200, 120)
+
+
+def test_trim_box_nested_padding():
+    """A coloured pad around a white background around the content: both removed."""
+    rng = np.random.default_rng(0)
+    image = np.zeros((300, 400, 3), np.uint8)
+    image[:] = (200, 30, 30)
+    image[20:280, 20:380] = 255
+    image[60:240, 100:300] = rng.integers(0, 256, (180, 200, 3), dtype=np.uint8)
+    x0, y0, x1, y1 = hashing.trim_box(image)
+    assert abs(x0 - 100) <= 4 and abs(y0 - 60) <= 4 and abs(x1 - 300) <= 4 and abs(y1 - 240) <= 4
+
+
+def test_fingerprint_fields(fixtures):
+    path = fixtures.catalog / "chelsea.jpg"
+    data = path.read_bytes()
+    fp = imguard.fingerprint_file(str(path))
+    with Image.open(path) as image:
+        size = image.size
+    assert fp.sha256 == hashlib.sha256(data).hexdigest()
+    assert fp.nbytes == len(data)
+    assert (fp.width, fp.height) == size
+    assert fp.box == (0, 0, size[0], size[1])
+    assert max(fp.view_size) == features.FEATURE_SIDE
+    assert set(fp.hashes) == {"phash", "dhash", "phash_mirror", "dhash_mirror"}
+    assert all(isinstance(v, bytes) and len(v) == 8 for v in fp.hashes.values())
+    assert fp.descriptors.dtype == np.uint8 and fp.descriptors.ndim == 2
+    assert fp.descriptors.shape[1] == 32  # 256-bit ORB descriptors
+    assert 100 <= len(fp.descriptors) <= features.N_FEATURES
+    assert fp.keypoints.shape == (len(fp.descriptors), 2) and fp.keypoints.dtype == np.float32
+    w, h = fp.view_size
+    assert (fp.keypoints[:, 0] >= 0).all() and (fp.keypoints[:, 0] < w).all()
+    assert (fp.keypoints[:, 1] >= 0).all() and (fp.keypoints[:, 1] < h).all()
+    assert fp.thumbnail is None
+
+
+def test_fingerprint_is_deterministic_and_thumbnail(fixtures):
+    path = str(fixtures.catalog / "coffee.jpg")
+    a = imguard.fingerprint_file(path, with_thumbnail=True)
+    b = imguard.fingerprint_file(path, with_thumbnail=True)
+    assert a.hashes == b.hashes
+    assert np.array_equal(a.descriptors, b.descriptors) and np.array_equal(a.keypoints, b.keypoints)
+    assert a.thumbnail[:2] == b"\xff\xd8"  # a JPEG
+    thumb = fingerprint.decode_thumbnail(a.thumbnail)
+    assert max(thumb.shape[:2]) == fingerprint.THUMB_SIDE
+    assert abs(thumb.shape[1] / thumb.shape[0] - a.view_size[0] / a.view_size[1]) < 0.02
+
+
+def test_no_features_when_not_asked(fixtures):
+    fp = imguard.fingerprint_file(str(fixtures.catalog / "coffee.jpg"), with_features=False)
+    assert fp.descriptors.shape == (0, 32) and fp.keypoints.shape == (0, 2)
+
+
+def test_mirror_hashes(fixtures):
+    original = imguard.fingerprint_file(str(fixtures.catalog / "astronaut.png"), with_features=False)
+    mirrored = imguard.fingerprint_file(str(fixtures.competitor("astronaut__mirror.jpg")), with_features=False)
+    for name in ("phash", "dhash"):
+        assert hashing.hamming(mirrored.hashes[f"{name}_mirror"], original.hashes[name]) <= 6
+        assert hashing.hamming(mirrored.hashes[name], original.hashes[name]) > 16
+
+
+def test_hashes_separate_unrelated_photos(fixtures):
+    a = imguard.fingerprint_file(str(fixtures.catalog / "astronaut.png"), with_features=False)
+    b = imguard.fingerprint_file(str(fixtures.competitor("unrelated__camera.png")), with_features=False)
+    assert hashing.hamming(a.hashes["phash"], b.hashes["phash"]) > 18
+
+
+def test_hamming():
+    assert hashing.hamming(b"\x00" * 8, b"\xff" * 8) == 64
+    assert hashing.hamming(b"\x0f" * 8, b"\x0f" * 8) == 0
+    assert hashing.hamming(b"\x01" + b"\x00" * 7, b"\x00" * 8) == 1
+
+
+def test_mirrored_features_are_in_mirror_coordinates(fixtures):
+    decoded = load.load(str(fixtures.catalog / "astronaut.png"), features.FEATURE_SIDE)
+    grey = fingerprint.canonical_view(decoded).grey
+    points, descriptors = features.orb_features(np.ascontiguousarray(grey[:, ::-1]))
+    m_points, m_descriptors = features.mirrored_features(grey)
+    assert np.array_equal(points, m_points) and np.array_equal(descriptors, m_descriptors)

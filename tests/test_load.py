@@ -1,0 +1,257 @@
+"""Files → images: decoding every kind of file a folder of images holds, and walking folders."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+import imguard
+from imguard import load
+from imguard.errors import ImageError, SourceError
+
+from conftest import IS_ROOT, ROOT_SKIP
+
+SIDE = 512
+
+
+def decode(path: Path) -> load.Decoded:
+    return load.load(str(path), SIDE)
+
+
+# -- decoding ------------------------------------------------------------------------------------
+
+
+def test_exif_orientation_is_applied(fixtures):
+    path = fixtures.loader("exif_rotated")
+    with Image.open(path) as raw:
+        assert raw.size == (240, 160)  # stored landscape
+        upright = ImageOps.exif_transpose(raw).convert("RGB")
+    d = decode(path)
+    assert (d.width, d.height) == (160, 240)  # reported size is the upright one
+    assert d.rgb.shape == (240, 160, 3)
+    # the stored left half is pure red: upright (rotated 90° clockwise) it is the top half
+    top, bottom = d.rgb[:100].reshape(-1, 3).mean(0), d.rgb[140:].reshape(-1, 3).mean(0)
+    assert top[0] > 230 and top[1] < 30 and top[2] < 30
+    assert not (bottom[0] > 200 and bottom[1] < 50)
+    assert np.abs(d.rgb.astype(int) - np.asarray(upright, dtype=int)).mean() < 3
+
+
+@pytest.mark.parametrize("case", ["rgba", "palette"])
+def test_transparency_is_composited_on_white(fixtures, case):
+    d = decode(fixtures.loader(case))
+    assert d.rgb.shape == (160, 240, 3) and d.rgb.dtype == np.uint8
+    # the left half is fully transparent over black pixels: it must come out white, not black
+    assert d.rgb[:, :115].min() >= 250
+    # the opaque right half keeps the photo (not white)
+    assert d.rgb[:, 125:].mean() < 220
+
+
+def test_animated_gif_gives_first_frame(fixtures):
+    d = decode(fixtures.loader("gif"))
+    assert d.rgb.shape == (60, 80, 3)
+    red = d.rgb.reshape(-1, 3).mean(0)
+    assert red[0] > 240 and red[1] < 15 and red[2] < 15  # frame 1 is red, frame 2 blue
+
+
+@pytest.mark.parametrize("case", ["bmp", "tiff", "cmyk", "grey"])
+def test_other_formats_and_modes_become_rgb(fixtures, case):
+    path = fixtures.loader(case)
+    d = decode(path)
+    assert d.rgb.shape == (160, 240, 3) and d.rgb.dtype == np.uint8
+    assert (d.width, d.height) == (240, 160)
+    with Image.open(path) as image:
+        reference = np.asarray(image.convert("RGB"), dtype=int)
+    assert np.abs(d.rgb.astype(int) - reference).mean() < 2
+    if case == "grey":
+        assert (d.rgb[..., 0] == d.rgb[..., 1]).all() and (d.rgb[..., 1] == d.rgb[..., 2]).all()
+    if case == "cmyk":
+        # colours survive CMYK: the photo is a warm-toned cat, red above blue on average
+        mean = d.rgb.reshape(-1, 3).mean(0)
+        assert mean[0] > mean[2] + 10
+
+
+def test_16_bit_greyscale_is_scaled_not_clipped(fixtures):
+    path = fixtures.loader("grey16")
+    with Image.open(path) as image:
+        assert image.mode.startswith("I")  # really a 16-bit file
+    d = decode(path)
+    assert d.rgb.shape == (120, 200, 3)
+    body = d.rgb[40:, :, 0].astype(int)  # 32768 of 65535 everywhere
+    assert abs(body.mean() - 128) <= 2 and body.max() - body.min() <= 1
+    ramp = d.rgb[5, :, 0].astype(int)  # 0 .. 65535 across the row
+    assert ramp[0] <= 2 and ramp[-1] >= 253
+    assert (np.diff(ramp) >= 0).all()
+
+
+def test_decoded_size_and_original_size(fixtures):
+    """JPEG draft / integer reduce: fewer pixels decoded, never below the requested side, and
+    the reported size is the file's."""
+    big = fixtures.catalog / "motorcycle.jpg"  # 1482×1000
+    d = load.load(str(big), SIDE)
+    assert (d.width, d.height) == (1482, 1000)
+    assert SIDE <= max(d.rgb.shape[:2]) < 1482
+    png = fixtures.catalog / "astronaut.png"  # 512×512
+    d = load.load(str(png), 200)
+    assert (d.width, d.height) == (512, 512)
+    assert 200 <= max(d.rgb.shape[:2]) < 512
+    small = load.load(str(fixtures.loader("gif")), SIDE)  # never upscaled
+    assert small.rgb.shape[:2] == (60, 80)
+
+
+def test_sha256_and_size_are_of_the_file_bytes(fixtures):
+    import hashlib
+
+    path = fixtures.catalog / "chelsea.jpg"
+    data = path.read_bytes()
+    d = decode(path)
+    assert d.sha256 == hashlib.sha256(data).hexdigest()
+    assert d.nbytes == len(data)
+
+
+BROKEN = {
+    "not_image": r"not an image",
+    "empty": r"empty",
+    "truncated": r"truncated|corrupt",
+    "corrupt": r"truncated|corrupt",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_files_raise_image_error_naming_file_and_reason(fixtures, case):
+    path = fixtures.loader(case)
+    with pytest.raises(ImageError) as info:
+        decode(path)
+    error = info.value
+    assert isinstance(error, imguard.ImguardError)
+    assert error.path == str(path)
+    assert str(path) in str(error)
+    assert re.search(BROKEN[case], error.reason, re.IGNORECASE), error.reason
+
+
+def test_corrupt_bytes_in_memory_raise_too():
+    with pytest.raises(ImageError, match="x.png"):
+        load.decode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "x.png", SIDE)
+
+
+@pytest.mark.skipif(IS_ROOT, reason=ROOT_SKIP)
+def test_unreadable_file_raises_image_error(fixtures):
+    path = fixtures.loader("unreadable")
+    with pytest.raises(ImageError) as info:
+        decode(path)
+    assert info.value.path == str(path) and "cannot read" in info.value.reason
+
+
+def test_decompression_bomb_limit_is_kept(fixtures, monkeypatch):
+    assert Image.MAX_IMAGE_PIXELS  # importing imguard must not switch the limit off
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 240 * 160 // 4)
+    for case in ("bmp", "tiff"):
+        path = fixtures.loader(case)
+        with pytest.raises(ImageError) as info:
+            decode(path)
+        assert info.value.path == str(path)
+        assert "decompression-bomb" in info.value.reason
+        assert re.search(r"exceeds|limit", info.value.reason)
+    # just over the limit (Pillow would only warn) is refused too
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 240 * 160 - 1)
+    with pytest.raises(ImageError, match="decompression-bomb"):
+        decode(fixtures.loader("bmp"))
+
+
+def test_fingerprint_file_raises_image_error(fixtures):
+    with pytest.raises(ImageError):
+        imguard.fingerprint_file(str(fixtures.loader("empty")))
+
+
+# -- walking -------------------------------------------------------------------------------------
+
+
+def _walk(source) -> list[str]:
+    return list(load.iter_image_files(source))
+
+
+def test_walk_is_recursive_and_skips_hidden_and_non_images(fixtures):
+    found = _walk(fixtures.loader_dir)
+    assert len(found) == len(set(found)), "a file was yielded twice (symlink loop walked twice?)"
+    relative = {os.path.relpath(p, fixtures.loader_dir) for p in found}
+    expected = {
+        rel for case, rel in fixtures.loader_cases.items() if case not in ("hidden", "notes", "loop")
+    }
+    assert relative == expected
+    assert "nested/deeper/nested.png" in relative
+    assert not any(os.path.basename(p).startswith(".") for p in found)
+    assert not any(p.endswith(".txt") for p in found)
+
+
+def test_walk_terminates_on_symlink_loop(fixtures):
+    if "loop" not in fixtures.loader_cases:
+        pytest.skip("symlinks not supported here")
+    loop = fixtures.loader_dir / fixtures.loader_cases["loop"]
+    assert loop.is_symlink() and loop.resolve() == fixtures.loader_dir.resolve()
+    # walking from the nested folder reaches the parent only through the loop, once
+    found = _walk(fixtures.loader_dir / "nested")
+    assert len(found) == len(set(os.path.realpath(p) for p in found))
+    names = [os.path.basename(p) for p in found]
+    assert names.count("nested.png") == 1
+    assert "photo.bmp" in names
+
+
+def test_walk_skips_hidden_folders(tmp_path, fixtures):
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / "shown").mkdir()
+    src = fixtures.catalog / "chelsea.jpg"
+    for target in (tmp_path / ".cache" / "a.jpg", tmp_path / "shown" / "b.jpg", tmp_path / "C.JPG"):
+        target.write_bytes(src.read_bytes())
+    assert sorted(os.path.relpath(p, tmp_path) for p in _walk(tmp_path)) == ["C.JPG", "shown/b.jpg"]
+
+
+def test_walk_keeps_relative_paths(fixtures, monkeypatch):
+    monkeypatch.chdir(fixtures.root)
+    found = _walk("loader")
+    assert found and all(p.startswith("loader" + os.sep) for p in found)
+    assert all(not os.path.isabs(p) for p in found)
+
+
+def test_single_file_source(fixtures):
+    path = str(fixtures.catalog / "coffee.jpg")
+    assert _walk(path) == [path]
+    both = list(load.iter_sources([path, fixtures.loader_dir / "nested"]))
+    assert both[0] == path and any(p.endswith("nested.png") for p in both)
+
+
+def test_missing_source_raises_source_error(tmp_path):
+    with pytest.raises(SourceError, match="nope"):
+        _walk(tmp_path / "nope")
+
+
+@pytest.mark.skipif(IS_ROOT, reason=ROOT_SKIP)
+def test_unreadable_folder_raises_source_error(tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0)
+    try:
+        with pytest.raises(SourceError, match="locked"):
+            _walk(folder)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_unreadable_folder_raises_source_error_simulated(tmp_path, monkeypatch):
+    """The same as above, for root too: listing the folder is refused."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    real_scandir = os.scandir
+
+    def refuse(path):
+        if os.fspath(path) == str(folder):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    with pytest.raises(SourceError) as info:
+        _walk(folder)
+    assert "locked" in str(info.value) and "Permission denied" in str(info.value)
