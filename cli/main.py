@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 import imguard
 from imguard import report
+from imguard.sources import is_remote
 
 EXIT_CODES = """Exit codes: 0 run completed (matches or not); 1 --fail-on-match and a match was found,
 or --strict and a file could not be read; 2 bad usage, missing catalog or unreadable folder."""
@@ -31,6 +32,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+class Engine(str, Enum):
+    local = "local"
+    dask = "dask"
 
 
 class Format(str, Enum):
@@ -90,7 +96,7 @@ def _open(db: Path) -> imguard.Catalog:
     return imguard.Catalog.open(db, create=False)
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def index(
     sources: Annotated[list[Path], typer.Argument(help="Image files or folders (walked recursively).")],
     db: DbOption = Path("imguard-db"),
@@ -121,7 +127,7 @@ def index(
         report.emit(data, data["errors"], ("path", "error"), fmt.value, out)
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def scan(
     sources: Annotated[list[str], typer.Argument(help="Competitor image files or folders (recursively).")],
     db: DbOption = Path("imguard-db"),
@@ -132,15 +138,23 @@ def scan(
     quiet: QuietOption = False,
     fail_on_match: Annotated[bool, typer.Option(help="Exit 1 when anything matched.")] = False,
     strict: Annotated[bool, typer.Option(help="Exit 1 when a file could not be read.")] = False,
+    engine: Annotated[Engine, typer.Option(help="Where to run: local processes, or a Dask cluster.")] = Engine.local,
+    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address (with --engine dask).")] = None,
 ) -> None:
-    """Look for your catalog images in competitor images; print the matches."""
+    """Look for your catalog images in competitor images; print the matches.
+
+    SOURCES are folders, image files, CSV manifests (a url or path column) or URLs
+    (http(s)://, s3://, gs:// folders or images; needs the `remote` extra)."""
     with _errors():
         for source in sources:
-            if not os.path.exists(source):
+            if not is_remote(source) and not os.path.exists(source):
                 raise _fail(f"{source}: no such file or folder")
+        if engine is Engine.dask and not scheduler:
+            raise _fail("--engine dask needs --scheduler ADDRESS")
         catalog = _open(db)
         with catalog, _progress("scanning", quiet) as progress:
-            run = catalog.scan(sources, threshold=threshold, top=top, jobs=jobs, progress=progress)
+            run = catalog.scan(sources, threshold=threshold, top=top, jobs=jobs, progress=progress,
+                               engine=engine.value, scheduler=scheduler)
             matches = list(run)
     payload = report.scan_payload(matches, run.errors, run.stats)
     rows = [report.match_row(m) for m in sorted(matches, key=lambda m: (m.query, -m.score, m.reference))]
@@ -159,7 +173,7 @@ def scan(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def rebuild(db: DbOption = Path("imguard-db")) -> None:
     """Rebuild the FAISS indexes from the SQLite store (they are derived data)."""
     with _errors(), _open(db) as catalog:
@@ -167,7 +181,7 @@ def rebuild(db: DbOption = Path("imguard-db")) -> None:
     _out().print(f"rebuilt: {index.phash.size} images, {index.features.size} local features", markup=False)
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def stats(
     db: DbOption = Path("imguard-db"),
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,

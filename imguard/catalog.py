@@ -7,6 +7,7 @@ Every CLI command is a thin call of a method here (`index` → `Catalog.add`, `s
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -199,24 +200,41 @@ class Catalog:
         return Matcher(self.index, self.store.path, threshold=threshold, top=top)
 
     def scan(self, sources: Sources, *, threshold: float = scan.DEFAULT_THRESHOLD, top: int | None = None,
-             jobs: int | None = None, progress: Progress | None = None) -> ScanRun:
-        """Look for catalog images in competitor images (files or folders, recursively).
+             jobs: int | None = None, progress: Progress | None = None,
+             engine: str = "local", scheduler: Any = None) -> ScanRun:
+        """Look for catalog images in competitor images (files or folders, recursively; URLs and
+        CSV manifests of URLs with the extra `imguard[remote]`).
 
         Returns a ScanRun: iterate it for matches (query order, best first per query). With
         `threshold=0` every query's best candidates are reported whatever their score.
+        `engine="dask"` runs the chunks on a Dask cluster (extra `imguard[dask]`): `scheduler` is
+        its address (tcp://host:8786) or a distributed.Client; `jobs` is then ignored.
         """
         if threshold < 0 or threshold > 1:
             raise ValueError("threshold must be within [0, 1]")
+        run_chunks = _runner(engine, jobs, scheduler)
         matcher = self.matcher(threshold=threshold, top=top)
-        jobs = jobs or engine.default_jobs()
 
         def outcomes() -> Iterator[scan.Outcome]:
-            for chunk in engine.run_chunks(_match_chunk, matcher, load.iter_sources(sources), jobs=jobs):
+            for chunk in run_chunks(_match_chunk, matcher, load.iter_sources(sources, remote=True)):
                 if progress:
                     progress(len(chunk))
                 yield from chunk
 
         return ScanRun(outcomes())
+
+
+def _runner(kind: str, jobs: int | None, scheduler: Any) -> Callable[..., Iterator[list]]:
+    """The chunk runner of a scan engine: "local" (this process, or a local process pool) or
+    "dask" (a Dask cluster). Checked when the scan is asked for, not at its first match."""
+    if kind == "local":
+        return functools.partial(engine.run_chunks, jobs=jobs or engine.default_jobs())
+    if kind == "dask":
+        from . import distributed
+
+        distributed.require()  # DependencyError with the install hint
+        return functools.partial(distributed.run_chunks, scheduler=scheduler)
+    raise ValueError(f"engine must be 'local' or 'dask', not {kind!r}")
 
 
 def _metadata_for(metadata: dict[str, dict[str, str]], path: str, abspath: str) -> dict[str, str]:

@@ -38,15 +38,16 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
 _STATE: Any = None
 
 
+def _single_thread_faiss() -> None:
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+
+
 def _init(state: Any) -> None:
     global _STATE
     _STATE = state
-    try:
-        import faiss
-
-        faiss.omp_set_num_threads(1)  # parallelism comes from processes; threads would fight
-    except ImportError:  # pragma: no cover
-        pass
+    _single_thread_faiss()  # parallelism comes from processes; threads would fight
 
 
 def _call(task: Callable[[Any, list], list], chunk: list) -> list:
@@ -68,6 +69,7 @@ def run_chunks(
     """
     chunks = chunked(items, chunk_size)
     if jobs <= 1:
+        _single_thread_faiss()  # OpenMP start-up on small batched searches costs more than it saves
         for chunk in chunks:
             yield task(state, chunk)
         return

@@ -88,15 +88,31 @@ def iter_image_files(source: str | os.PathLike[str]) -> Iterator[str]:
         stack.extend(reversed(subfolders))
 
 
-def iter_sources(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> Iterator[str]:
-    """Image paths of one source or of several (files and folders mixed)."""
+def iter_sources(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
+                 remote: bool = False) -> Iterator[str]:
+    """Image paths of one source or of several (files and folders mixed).
+
+    With `remote=True` (scans), URLs (http(s)://, s3://, gs://...) and CSV manifests are expanded
+    by `imguard.sources` (extra `imguard[remote]`) into image URLs or paths.
+    """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     for source in sources:
+        if remote:
+            from . import sources as remote_sources  # lazy: it imports this module
+
+            if remote_sources.handles(source):
+                yield from remote_sources.iter_remote_source(source)
+                continue
         yield from iter_image_files(source)
 
 
 def read_bytes(path: str) -> bytes:
+    if "://" in path:
+        from . import sources  # lazy: it imports this module
+
+        if sources.is_remote(path):
+            return sources.fetch_one(path)  # raises ImageError(url, reason)
     try:
         with open(path, "rb") as handle:
             return handle.read()

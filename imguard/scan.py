@@ -13,13 +13,16 @@ Per chunk of query files (one unit of parallel work):
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import tempfile
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import features, fingerprint, hashing, load, verify
+from . import features, fingerprint, hashing, load, sources, verify
 from .errors import ImageError
 from .index import CatalogIndex
 from .store import Reference, Store
@@ -122,8 +125,7 @@ class Matcher:
     def __getstate__(self) -> dict:
         import faiss
 
-        with open(self.store_path, "rb") as handle:
-            store_bytes = handle.read()
+        store_bytes = _snapshot(self.store_path)
         parts = {n: (faiss.serialize_index_binary(getattr(self.index, n).index), getattr(self.index, n).owners)
                  for n in ("phash", "dhash", "features")}
         return {"parts": parts, "generation": self.index.generation, "store": store_bytes,
@@ -137,6 +139,7 @@ class Matcher:
         parts = {n: BinaryIndex(faiss.deserialize_index_binary(blob), owners)
                  for n, (blob, owners) in state["parts"].items()}
         folder = tempfile.mkdtemp(prefix="imguard-worker-")
+        weakref.finalize(self, shutil.rmtree, folder, True)
         store_path = os.path.join(folder, "catalog.sqlite")
         with open(store_path, "wb") as handle:
             handle.write(state["store"])
@@ -164,9 +167,16 @@ class Matcher:
     def match_chunk(self, paths: list[str]) -> list[Outcome]:
         outcomes: dict[str, Outcome] = {p: Outcome(p) for p in paths}
         queries: list[_Query] = []
+        fetched = sources.fetch_remote(paths)  # the URLs among paths, downloaded concurrently; {} if none
         for path in paths:
             try:
-                decoded = load.load(path, features.FEATURE_SIDE)
+                if path in fetched:
+                    data = fetched[path]
+                    if isinstance(data, ImageError):
+                        raise data
+                    decoded = load.decode(data, path, features.FEATURE_SIDE)
+                else:
+                    decoded = load.load(path, features.FEATURE_SIDE)
             except ImageError as exc:
                 outcomes[path].error = ScanError(path, exc.reason)
                 continue
@@ -305,6 +315,25 @@ def _drop_recolours(ranked: list[Match]) -> list[Match]:
         if not (m.explanation.colour < best.colour - RECOLOUR_GAP
                 and m.explanation.structure >= best.structure - RECOLOUR_STRUCTURE)
     ]
+
+
+def _snapshot(path: str) -> bytes:
+    """The store as one self-contained SQLite file. The store is in WAL mode: its main file alone
+    misses whatever is still in the write-ahead log (after a fresh `add`, everything)."""
+    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        with tempfile.TemporaryDirectory(prefix="imguard-ship-") as folder:
+            copy_path = os.path.join(folder, "catalog.sqlite")
+            copy = sqlite3.connect(copy_path)
+            try:
+                source.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")  # one file: no -wal/-shm on the worker
+            finally:
+                copy.close()
+            with open(copy_path, "rb") as handle:
+                return handle.read()
+    finally:
+        source.close()
 
 
 def _explain(q: _Query, ref: Reference, alignment: verify.Alignment, check: verify.DenseCheck,
