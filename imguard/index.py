@@ -21,6 +21,10 @@ INDEX_FORMAT = 1
 # Above these sizes (codes), exact flat search stops paying for itself (benchmarks/speed.py).
 HASH_EXACT_LIMIT = 2_000_000
 FEATURE_EXACT_LIMIT = 400_000
+# Lists probed per query code. Descriptors vote in bulk (hundreds per image), so a descriptor
+# whose neighbour lies in an unprobed list costs little: few probes, fast queries.
+HASH_NPROBE = 16
+FEATURE_NPROBE = 8
 
 
 @dataclass
@@ -46,7 +50,7 @@ class BinaryIndex:
         return distances, rows, owners
 
 
-def build_binary(codes: np.ndarray, owners: np.ndarray, *, exact_limit: int, nprobe: int = 16) -> BinaryIndex:
+def build_binary(codes: np.ndarray, owners: np.ndarray, *, exact_limit: int, nprobe: int = HASH_NPROBE) -> BinaryIndex:
     """Flat (exact) up to `exact_limit` codes, IVF above, trained on a sample of the codes."""
     codes = np.ascontiguousarray(codes, np.uint8)
     bits = codes.shape[1] * 8 if codes.ndim == 2 and codes.shape[1] else 64
@@ -89,9 +93,9 @@ class CatalogIndex:
         owners = np.concatenate(owner_chunks) if owner_chunks else np.zeros(0, np.int64)
         return cls(
             generation=generation,
-            phash=build_binary(phashes, ids, exact_limit=HASH_EXACT_LIMIT),
-            dhash=build_binary(dhashes, ids, exact_limit=HASH_EXACT_LIMIT),
-            features=build_binary(descriptors, owners, exact_limit=FEATURE_EXACT_LIMIT),
+            phash=build_binary(phashes, ids, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
+            dhash=build_binary(dhashes, ids, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
+            features=build_binary(descriptors, owners, exact_limit=FEATURE_EXACT_LIMIT, nprobe=FEATURE_NPROBE),
         )
 
     def save(self, folder: str) -> None:

@@ -615,15 +615,7 @@ class _Fetcher:
                 if length.isdigit() and int(length) > self.max_bytes:
                     raise ImageError(url, f"too large: {int(length)} bytes, over the limit of "
                                           f"{self.max_bytes} bytes (max_bytes); not downloaded")
-                body = bytearray()
-                for block in response.iter_content(_BLOCK):
-                    body += block
-                    if len(body) > self.max_bytes:
-                        raise ImageError(url, f"too large: over the limit of {self.max_bytes} bytes "
-                                              f"(max_bytes); download aborted")
-                    if time.monotonic() - start > self.timeout:
-                        raise _Transient(f"timed out after {self.timeout:g} s")
-                return bytes(body)
+                return self._read_limited(url, response.iter_content(_BLOCK), start)
         except requests.Timeout:
             raise _Transient(f"timed out after {self.timeout:g} s") from None
         except requests.ConnectionError as exc:
@@ -638,6 +630,18 @@ class _Fetcher:
         except requests.exceptions.TooManyRedirects:
             raise ImageError(url, "too many redirects") from None
 
+    def _read_limited(self, url: str, blocks: Iterable[bytes], start: float) -> bytes:
+        """Read a body block by block, stopping at the size limit and at the time limit."""
+        body = bytearray()
+        for block in blocks:
+            body += block
+            if len(body) > self.max_bytes:
+                raise ImageError(url, f"too large: over the limit of {self.max_bytes} bytes "
+                                      f"(max_bytes); download aborted")
+            if time.monotonic() - start > self.timeout:
+                raise _Transient(f"timed out after {self.timeout:g} s")
+        return bytes(body)
+
     # -- other fsspec protocols --
 
     def _fsspec(self, url: str) -> bytes:
@@ -646,15 +650,7 @@ class _Fetcher:
         try:
             fs, path = fsspec.core.url_to_fs(url, **self.storage_options)
             with fs.open(path, "rb") as handle:
-                body = bytearray()
-                while block := handle.read(_BLOCK):
-                    body += block
-                    if len(body) > self.max_bytes:
-                        raise ImageError(url, f"too large: over the limit of {self.max_bytes} bytes "
-                                              f"(max_bytes); download aborted")
-                    if time.monotonic() - start > self.timeout:
-                        raise _Transient(f"timed out after {self.timeout:g} s")
-                return bytes(body)
+                return self._read_limited(url, iter(lambda: handle.read(_BLOCK), b""), start)
         except (ImageError, _Transient):
             raise
         except FileNotFoundError:
