@@ -154,7 +154,7 @@ class Catalog:
                     result.updated += 1
                 else:
                     result.added += 1
-                rows.append((path, abspath, mtime, output, _metadata_for(metadata, path, abspath)))
+                rows.append((path, abspath, mtime, output, metadata.get(abspath) if manifest is not None else None))
             self.store.put_many(rows)  # committed per chunk: a kill loses at most this chunk
             if progress:
                 progress(len(chunk))
@@ -235,10 +235,6 @@ def _runner(kind: str, jobs: int | None, scheduler: Any) -> Callable[..., Iterat
         distributed.require()  # DependencyError with the install hint
         return functools.partial(distributed.run_chunks, scheduler=scheduler)
     raise ValueError(f"engine must be 'local' or 'dask', not {kind!r}")
-
-
-def _metadata_for(metadata: dict[str, dict[str, str]], path: str, abspath: str) -> dict[str, str]:
-    return metadata.get(abspath) or metadata.get(os.path.basename(path)) or {}
 
 
 def read_manifest(manifest: PathLike) -> dict[str, dict[str, str]]:

@@ -7,6 +7,7 @@ that their hashes agree (a different decode path moves a 64-bit hash by a few bi
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import cv2
@@ -113,7 +114,7 @@ def decode_thumbnail(data: bytes) -> np.ndarray:
 
 
 def fingerprint_file(
-    path: str, *, with_features: bool = True, with_thumbnail: bool = False
+    path: str | os.PathLike[str], *, with_features: bool = True, with_thumbnail: bool = False
 ) -> Fingerprint:
     """Fingerprint one image file. Raises ImageError (path and reason) when it is not readable."""
     decoded = load.load(path, features.FEATURE_SIDE)

@@ -98,23 +98,25 @@ class CatalogIndex:
             features=build_binary(descriptors, owners, exact_limit=FEATURE_EXACT_LIMIT, nprobe=FEATURE_NPROBE),
         )
 
-    def save(self, folder: str) -> None:
+    def save(self, folder: str, catalog_id: str) -> None:
         """Write every file atomically (temp file + rename); the JSON stamp goes last."""
         for name in ("phash", "dhash", "features"):
             part: BinaryIndex = getattr(self, name)
             _atomic(folder, f"{name}.faiss", lambda p, part=part: faiss.write_index_binary(part.index, p))
             _atomic(folder, f"{name}.owners.npy", lambda p, part=part: _write_npy(p, part.owners))
-        stamp = {"format": INDEX_FORMAT, "generation": self.generation,
+        stamp = {"format": INDEX_FORMAT, "catalog_id": catalog_id, "generation": self.generation,
                  "sizes": {n: getattr(self, n).size for n in ("phash", "dhash", "features")}}
         _atomic(folder, "index.json", lambda p: _write_text(p, json.dumps(stamp)))
 
     @classmethod
-    def load(cls, folder: str, generation: int) -> CatalogIndex | None:
-        """The saved index if it was built from this store generation, else None."""
+    def load(cls, folder: str, store: Store) -> CatalogIndex | None:
+        """The saved index if it was built from this very store at its current generation, else None."""
+        generation = store.generation
         try:
             with open(os.path.join(folder, "index.json"), encoding="utf-8") as handle:
                 stamp = json.load(handle)
-            if stamp.get("format") != INDEX_FORMAT or stamp.get("generation") != generation:
+            if (stamp.get("format") != INDEX_FORMAT or stamp.get("generation") != generation
+                    or stamp.get("catalog_id") != store.catalog_id or stamp["sizes"]["phash"] != store.count()):
                 return None
             parts = {}
             for name in ("phash", "dhash", "features"):
@@ -130,13 +132,12 @@ class CatalogIndex:
     @classmethod
     def for_store(cls, store: Store, folder: str, *, rebuild: bool = False) -> CatalogIndex:
         """Load the saved index, rebuilding (and saving) it when missing, stale or asked to."""
-        generation = store.generation
-        index = None if rebuild else cls.load(folder, generation)
+        index = None if rebuild else cls.load(folder, store)
         if index is None:
             index = cls.build(store)
             try:
-                index.save(folder)
-            except OSError:
+                index.save(folder, store.catalog_id)
+            except (OSError, RuntimeError):
                 pass  # a read-only catalog folder still scans, it just rebuilds every time
         return index
 

@@ -107,7 +107,8 @@ def iter_sources(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[st
         yield from iter_image_files(source)
 
 
-def read_bytes(path: str) -> bytes:
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    path = os.fspath(path)
     if "://" in path:
         from . import sources  # lazy: it imports this module
 
@@ -166,8 +167,9 @@ def decode(data: bytes, name: str, min_side: int) -> Decoded:
     return Decoded(rgb=rgb, width=width, height=height, sha256=sha256, nbytes=len(data))
 
 
-def load(path: str, min_side: int) -> Decoded:
+def load(path: str | os.PathLike[str], min_side: int) -> Decoded:
     """Read and decode one image file; see `decode`."""
+    path = os.fspath(path)
     return decode(read_bytes(path), path, min_side)
 
 

@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
@@ -80,8 +81,12 @@ def describe(match: Match) -> str:
 
 
 def safe_text(value: object) -> str:
-    """Make control characters (terminal escapes, newlines) in untrusted strings visible."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+    """Make control and format characters in untrusted strings visible: terminal escapes,
+    newlines, and the bidi overrides and zero-width characters that can disguise a file name."""
+    return "".join(
+        f"\\u{ord(c):04x}" if _CONTROL.match(c) or unicodedata.category(c) in ("Cf", "Zl", "Zp") else c
+        for c in str(value)
+    )
 
 
 def _csv_cell(value: object) -> str:

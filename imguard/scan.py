@@ -90,7 +90,7 @@ class Outcome:
     fast_path: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class _Query:
     path: str
     decoded: load.Decoded
@@ -165,33 +165,51 @@ class Matcher:
     # -- the pipeline -----------------------------------------------------------------------
 
     def match_chunk(self, paths: list[str]) -> list[Outcome]:
-        outcomes: dict[str, Outcome] = {p: Outcome(p) for p in paths}
-        queries: list[_Query] = []
+        """Match one chunk of query files; one outcome per path, in order. A file that fails,
+        for whatever reason, becomes that file's error: it never stops the others."""
+        outcomes = [Outcome(p) for p in paths]
+        queries: list[tuple[Outcome, _Query]] = []
         fetched = sources.fetch_remote(paths)  # the URLs among paths, downloaded concurrently; {} if none
-        for path in paths:
+        for outcome in outcomes:
+            path = outcome.path
             try:
-                if path in fetched:
-                    data = fetched[path]
-                    if isinstance(data, ImageError):
-                        raise data
-                    decoded = load.decode(data, path, features.FEATURE_SIDE)
-                else:
-                    decoded = load.load(path, features.FEATURE_SIDE)
+                data = fetched[path] if path in fetched else load.read_bytes(path)
+                if isinstance(data, ImageError):
+                    raise data
+                decoded = load.decode(data, path, features.FEATURE_SIDE)
+                view = fingerprint.canonical_view(decoded)
+                fp = fingerprint.fingerprint_view(view, decoded, with_features=False)
             except ImageError as exc:
-                outcomes[path].error = ScanError(path, exc.reason)
+                outcome.error = ScanError(path, exc.reason)
                 continue
-            view = fingerprint.canonical_view(decoded)
-            fp = fingerprint.fingerprint_view(view, decoded, with_features=False)
-            queries.append(_Query(path, decoded, view, fp))
+            except Exception as exc:  # a decoder or OpenCV failure on one hostile file
+                outcome.error = ScanError(path, f"cannot process image ({type(exc).__name__}: {exc})")
+                continue
+            queries.append((outcome, _Query(path, decoded, view, fp)))
+        try:
+            self._match_queries(queries)
+        except Exception:
+            if len(queries) <= 1:
+                raise
+            for one in queries:  # find the file that breaks the batch; the others still match
+                try:
+                    self._match_queries([one])
+                except Exception as exc:
+                    one[0].error = ScanError(one[1].path, f"matching failed ({type(exc).__name__}: {exc})")
+        return outcomes
+
+    def _match_queries(self, batch: list[tuple[Outcome, _Query]]) -> None:
+        queries = [q for _, q in batch]
         self._exact(queries)
         self._hash_candidates(queries)
-        unresolved = [q for q in queries if not self._fast_path(q)]
-        for q in queries:
-            outcomes[q.path].fast_path = q not in unresolved
+        unresolved = []
+        for outcome, q in batch:
+            outcome.fast_path = self._fast_path(q)
+            if not outcome.fast_path:
+                unresolved.append(q)
         self._feature_candidates(unresolved)
-        for q in queries:
-            outcomes[q.path].matches = self._select(q)
-        return [outcomes[p] for p in paths]
+        for outcome, q in batch:
+            outcome.matches = self._select(q)
 
     def _exact(self, queries: list[_Query]) -> None:
         for q in queries:

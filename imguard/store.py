@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,8 @@ from .fingerprint import Fingerprint
 SCHEMA_VERSION = 1
 DB_NAME = "catalog.sqlite"
 METADATA_FIELDS = ("sku", "asin", "url", "title")
+_FILE_COLUMNS = ("path", "abspath", "sha256", "nbytes", "mtime", "width", "height", "box_x0", "box_y0",
+                 "box_x1", "box_y1", "view_w", "view_h", "phash", "dhash", "added_at")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -129,6 +132,7 @@ class Store:
                 self._set_meta("schema_version", str(SCHEMA_VERSION))
                 self._set_meta("created_by", f"imguard {__version__}")
                 self._set_meta("generation", "0")
+                self._set_meta("catalog_id", uuid.uuid4().hex)
 
     def _check_version(self) -> None:
         version = self._meta("schema_version")
@@ -152,6 +156,11 @@ class Store:
         return int(self._meta("schema_version") or 0)
 
     @property
+    def catalog_id(self) -> str:
+        """Random id of this store: index files built from another store are never taken as current."""
+        return self._meta("catalog_id") or ""
+
+    @property
     def generation(self) -> int:
         """Bumped by every change to the catalog: derived indexes record the one they were built from."""
         return int(self._meta("generation") or 0)
@@ -163,29 +172,29 @@ class Store:
 
     # -- writes -----------------------------------------------------------------------------
 
-    def put_many(self, rows: Iterable[tuple[str, str, float, Fingerprint, dict[str, str]]]) -> int:
-        """Insert or replace (path, abspath, mtime, fingerprint, metadata) rows in one transaction."""
+    def put_many(self, rows: Iterable[tuple[str, str, float, Fingerprint, dict[str, str] | None]]) -> int:
+        """Insert or update (path, abspath, mtime, fingerprint, metadata) rows in one transaction.
+
+        An updated file keeps its id; with metadata None it also keeps the metadata it had (a
+        re-index without the manifest must not forget the SKU)."""
         count = 0
         with self._db:
             for path, abspath, mtime, fp, metadata in rows:
-                known = {k: metadata.get(k) for k in METADATA_FIELDS}
-                extra = {k: v for k, v in metadata.items() if k not in METADATA_FIELDS}
-                self._db.execute("DELETE FROM images WHERE abspath = ?", (abspath,))
-                cursor = self._db.execute(
-                    "INSERT INTO images(path, abspath, sha256, nbytes, mtime, width, height,"
-                    " box_x0, box_y0, box_x1, box_y1, view_w, view_h, phash, dhash,"
-                    " sku, asin, url, title, extra, added_at)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        path, abspath, fp.sha256, fp.nbytes, mtime, fp.width, fp.height,
-                        *fp.box, *fp.view_size, fp.hashes["phash"], fp.hashes["dhash"],
-                        *known.values(), json.dumps(extra) if extra else None, time.time(),
-                    ),
-                )
+                values = (path, abspath, fp.sha256, fp.nbytes, mtime, fp.width, fp.height, *fp.box,
+                          *fp.view_size, fp.hashes["phash"], fp.hashes["dhash"], time.time())
                 self._db.execute(
-                    "INSERT INTO features(image_id, keypoints, descriptors, thumbnail) VALUES (?,?,?,?)",
+                    f"INSERT INTO images({', '.join(_FILE_COLUMNS)}) VALUES ({', '.join('?' * len(_FILE_COLUMNS))})"
+                    f" ON CONFLICT(abspath) DO UPDATE SET "
+                    + ", ".join(f"{c} = excluded.{c}" for c in _FILE_COLUMNS if c != "abspath"),
+                    values,
+                )
+                image_id = self._db.execute("SELECT id FROM images WHERE abspath = ?", (abspath,)).fetchone()[0]
+                if metadata is not None:
+                    self._write_metadata(image_id, metadata)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO features(image_id, keypoints, descriptors, thumbnail) VALUES (?,?,?,?)",
                     (
-                        cursor.lastrowid,
+                        image_id,
                         np.ascontiguousarray(fp.keypoints, np.float32).tobytes(),
                         np.ascontiguousarray(fp.descriptors, np.uint8).tobytes(),
                         fp.thumbnail or b"",
@@ -196,15 +205,20 @@ class Store:
                 self._bump()
         return count
 
-    def set_metadata(self, abspath: str, metadata: dict[str, str]) -> bool:
+    def _write_metadata(self, image_id: int, metadata: dict[str, str]) -> None:
         known = [metadata.get(k) for k in METADATA_FIELDS]
         extra = {k: v for k, v in metadata.items() if k not in METADATA_FIELDS}
+        self._db.execute(
+            "UPDATE images SET sku = ?, asin = ?, url = ?, title = ?, extra = ? WHERE id = ?",
+            (*known, json.dumps(extra) if extra else None, image_id),
+        )
+
+    def set_metadata(self, abspath: str, metadata: dict[str, str]) -> bool:
         with self._db:
-            cursor = self._db.execute(
-                "UPDATE images SET sku = ?, asin = ?, url = ?, title = ?, extra = ? WHERE abspath = ?",
-                (*known, json.dumps(extra) if extra else None, abspath),
-            )
-        return cursor.rowcount > 0
+            row = self._db.execute("SELECT id FROM images WHERE abspath = ?", (abspath,)).fetchone()
+            if row is not None:
+                self._write_metadata(row[0], metadata)
+        return row is not None
 
     def delete(self, ids: Iterable[int]) -> int:
         ids = list(ids)

@@ -184,7 +184,7 @@ def test_rebuild(catalog_copy, tmp_path, fixtures):
         assert index.phash.size == len(fixtures.catalog_names)
         assert index.features.size == cat.stats()["descriptors"] > 0
         assert all((guard / name).stat().st_mtime_ns >= before[name] for name in FAISS_FILES)
-        loaded = CatalogIndex.load(str(guard), cat.store.generation)
+        loaded = CatalogIndex.load(str(guard), cat.store)
         assert loaded is not None and loaded.features.size == index.features.size
         found = list(cat.scan(fixtures.competitor("rocket__thumb300.jpg"), jobs=1))
         assert found and base(found[0].reference) == "rocket.jpg"
@@ -204,7 +204,9 @@ def test_stale_index_is_detected(fixtures, catalog_copy, tmp_path):
     with imguard.Catalog.open(guard) as writer:
         writer.add(catalog_copy, jobs=1)
     # ...a stale stamp on disk is refused, and the reader notices the change
-    assert CatalogIndex.load(str(guard), old_generation) is None
+    stamp = json.loads((guard / "index.json").read_text())
+    (guard / "index.json").write_text(json.dumps({**stamp, "generation": old_generation}))
+    assert CatalogIndex.load(str(guard), reader.store) is None
     assert reader.index.phash.size == len(fixtures.catalog_names)
     found = list(reader.scan(fixtures.competitor("motorcycle__resize.jpg"), jobs=1))
     assert found and base(found[0].reference) == "motorcycle.jpg"
@@ -333,3 +335,40 @@ def test_catalog_stats(indexed, fixtures):
     assert stats["index"]["phash"] == stats["images"] and stats["index"]["features"] == stats["descriptors"]
     assert stats["bytes"] == sum(p.stat().st_size for p in fixtures.catalog.iterdir())
     assert stats["schema_version"] >= 1
+
+
+def test_index_of_another_store_is_not_reused(fixtures, catalog_copy, tmp_path):
+    """A new store starts at generation 0 again: its identity, not only its generation, must
+    match the index files, or matches would point at another catalog's images."""
+    guard = tmp_path / "guard"
+    with imguard.Catalog.open(guard) as cat:
+        cat.add(catalog_copy, jobs=1)
+    for name in ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm"):
+        (guard / name).unlink(missing_ok=True)
+    with imguard.Catalog.open(guard) as cat:
+        cat.add(catalog_copy / "chelsea.jpg", jobs=1)
+        assert cat.index.phash.size == 1
+        assert cat.index.features.size == cat.stats()["descriptors"]
+
+
+def test_reindex_without_manifest_keeps_metadata_and_id(catalog_copy, tmp_path):
+    guard = tmp_path / "guard"
+    manifest = catalog_copy / "manifest.csv"
+    manifest.write_text("path,sku,title\nchelsea.jpg,SKU-1,Cat\n")
+    with imguard.Catalog.open(guard) as cat:
+        cat.add(catalog_copy, manifest=manifest, jobs=1)
+        before = cat.store.file_states()[os.path.abspath(catalog_copy / "chelsea.jpg")]
+        os.utime(catalog_copy / "chelsea.jpg", (1_000_000_000, 1_000_000_000))
+        result = cat.add(catalog_copy, jobs=1)
+        assert result.updated == 1
+        after = cat.store.file_states()[os.path.abspath(catalog_copy / "chelsea.jpg")]
+        assert after.id == before.id
+        assert cat.store.reference(after.id).metadata == {"sku": "SKU-1", "title": "Cat"}
+
+
+def test_same_file_twice_in_one_scan(fixtures, indexed):
+    path = str(fixtures.competitor("rocket__thumb300.jpg"))
+    run = indexed.scan([path, path], jobs=1)
+    matches = list(run)
+    assert not run.errors and run.stats["queries"] == 2
+    assert [base(m.reference) for m in matches if m.query == path] == ["rocket.jpg", "rocket.jpg"]
