@@ -1,0 +1,833 @@
+"""Speed benchmark: imguard against the plain imagehash loop and the JPEG decode floor, in one run.
+
+    python benchmarks/speed.py [--quick] [--out FILE] [--timeout SECONDS]
+
+Why it is built this way:
+- Every rate in the main table comes from the same JPEG files in the same run, after a warm-up
+  and with the files already in the page cache, so that ratios between rows mean something on a
+  noisy machine. PNGs get their own small table: PNG has no scaled decode, so one PNG costs as
+  much as several JPEGs and would blur the JPEG figures.
+- "One core" is one job, pinned to one CPU (sched_setaffinity) with FAISS at one thread, so that
+  OpenCV, FAISS or numpy threads cannot hide in the one-job figure; "all cores" is one job per CPU.
+- The index experiments (hash search over 1M codes, local-feature search over 10k/100k images)
+  run each in a fresh subprocess: every peak-memory figure (ru_maxrss) is then that index's own.
+  Their codes are synthesised from the real pHashes and ORB descriptors of the photos (random bit
+  flips), because real collections of that size are not at hand and purely random codes are the
+  easy case for exact search and the hard case for an inverted file.
+- Each target of the speed issue is printed with its measured value and PASS/FAIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import faiss
+import imagehash
+import numpy as np
+from PIL import Image
+
+import imguard
+from imguard import engine, features, fingerprint, hashing, index, load, scan
+from imguard.errors import ImageError
+
+PRODUCTS = Path(__file__).resolve().parents[1].parent / "shared/data/products"
+JPEG_SUFFIXES = {".jpg", ".jpeg"}
+# skimage/data files that are photographs (the fallback corpus when ../shared is absent).
+SKIMAGE_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png",
+                  "coffee.png", "coins.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png",
+                  "microaneurysms.png", "moon.png", "motorcycle_left.png", "page.png", "retina.jpg",
+                  "rocket.jpg", "text.png")
+FALLBACK_SIDE = 1000  # marketplace-like size for the upscaled fallback photos
+HASH_VIEW_SIDE = 64  # canonical-view side for the hashes-only 1/8 path: pHash needs only 32x32
+WARM_FILES = 8
+HASH_RADIUS = scan.HASH_RADIUS  # a hash hit worth a check in scan.py: recall is measured there
+HASH_K = scan.HASH_K
+GB = 1024**3
+HEADROOM = GB  # interpreter, FAISS temporaries: memory an index experiment needs beyond its arrays
+
+
+@dataclass(frozen=True)
+class Sizes:
+    files: int | None  # JPEGs in the throughput table (None = all)
+    pngs: int | None
+    hash_codes: int
+    hash_queries: int
+    numpy_queries: int  # the NumPy brute force runs on this many queries, then is extrapolated
+    feature_catalogs: tuple[int, int]  # images in the two local-feature catalogs
+    feature_queries: int  # query images per feature catalog
+    flat_queries: int  # query images for the slow exact (flat) feature search
+    flat_max_images: int  # no exact feature search above this catalog size: minutes per query
+
+
+FULL = Sizes(None, None, 1_000_000, 10_000, 200, (10_000, 100_000), 32, 2, 10_000)
+# Small enough for a check in a few minutes; the larger feature catalog still crosses
+# index.FEATURE_EXACT_LIMIT, so that the IVF path runs.
+QUICK = Sizes(100, 20, 100_000, 10_000, 100, (100, 800), 16, 2, 10_000)
+
+
+# ================================================================================================
+# Files
+
+
+@dataclass
+class Corpus:
+    """The benchmark's files: JPEGs for the main table, PNGs for theirs, and where they came from."""
+
+    jpegs: list[str]
+    pngs: list[str]
+    source: str
+
+
+def spread(items: list[str], limit: int | None) -> list[str]:
+    """`limit` items evenly spaced over the sorted list: a subset that samples every source folder."""
+    if limit is None or len(items) <= limit:
+        return items
+    picks = np.linspace(0, len(items) - 1, limit).round().astype(int)
+    return [items[i] for i in picks]
+
+
+def find_corpus(sizes: Sizes, workdir: Path) -> Corpus:
+    if PRODUCTS.is_dir():
+        files = sorted(str(p) for p in PRODUCTS.rglob("*") if p.is_file() and load.is_image_name(p.name))
+        jpegs = [p for p in files if Path(p).suffix.lower() in JPEG_SUFFIXES]
+        pngs = [p for p in files if Path(p).suffix.lower() == ".png"]
+        return Corpus(spread(jpegs, sizes.files), spread(pngs, sizes.pngs), f"product photos in {PRODUCTS}")
+    return skimage_corpus(workdir / "skimage")
+
+
+def skimage_corpus(folder: Path) -> Corpus:
+    """scikit-image's photos upscaled to ~FALLBACK_SIDE px, as JPEG (q 90) and PNG: a stand-in of
+    marketplace sizes when the product photos are absent (the shipped files are ~512 px)."""
+    import skimage.data
+
+    folder.mkdir(parents=True)
+    data = Path(skimage.data.__file__).parent
+    jpegs, pngs = [], []
+    for name in SKIMAGE_PHOTOS:
+        if not (data / name).exists():
+            continue
+        image = Image.open(data / name).convert("RGB")
+        scale = FALLBACK_SIDE / max(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+        stem = folder / Path(name).stem
+        image.save(f"{stem}.jpg", quality=90)
+        image.save(f"{stem}.png")
+        jpegs.append(f"{stem}.jpg")
+        pngs.append(f"{stem}.png")
+    return Corpus(jpegs, pngs, f"scikit-image photos upscaled to {FALLBACK_SIDE} px (no {PRODUCTS})")
+
+
+def mean_megapixels(paths: list[str]) -> float:
+    return float(np.mean([np.prod(Image.open(p).size) for p in paths]) / 1e6) if paths else 0.0
+
+
+def preload(paths: list[str]) -> None:
+    """Read every file once, so that the page cache holds them and no row pays for the disk."""
+    for p in paths:
+        load.read_bytes(p)
+
+
+# ================================================================================================
+# Throughput: per-file methods (module level, so that a fork Pool can run them)
+
+
+def plain_phash(path: str) -> None:
+    """The baseline everyone writes first: full decode, then imagehash's pHash."""
+    imagehash.phash(Image.open(path))
+
+
+def decode_full(path: str) -> None:
+    Image.open(path).convert("RGB")
+
+
+def decode_draft8(path: str) -> None:
+    """The decode floor: JPEG DCT scaling to 1/8, the least a decoder can do for a 64-bit hash."""
+    image = Image.open(path)
+    image.draft("RGB", (image.width // 8, image.height // 8))
+    image.load()
+
+
+def imguard_hashes(path: str) -> None:
+    """imguard's hashes as the library computes them (decode at the 512 px feature draft)."""
+    fingerprint.fingerprint_file(path, with_features=False)
+
+
+def imguard_hashes_draft8(path: str) -> None:
+    """The same hashes from the public pieces, decoding at 1/8: what hashes alone could cost."""
+    decoded = load.decode(load.read_bytes(path), path, min_side=HASH_VIEW_SIDE)
+    view = fingerprint.canonical_view(decoded, side=HASH_VIEW_SIDE)
+    hashing.global_hashes(Image.fromarray(view.grey))
+
+
+def _discard(fn: Callable[[str], object], path: str) -> None:
+    """Run `fn` and return nothing: pickling decoded images back to the parent would be timed too."""
+    fn(path)
+
+
+def map_files(fn: Callable[[str], object], paths: list[str], jobs: int) -> None:
+    """The plain loop, or the same loop over a fork Pool (pool start-up timed, as in imguard)."""
+    if jobs <= 1:
+        for p in paths:
+            fn(p)
+        return
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        for _ in pool.imap_unordered(functools.partial(_discard, fn), paths, chunksize=8):
+            pass
+
+
+# Throughput: whole-run methods
+
+
+def imagededup_run(paths: list[str], jobs: int) -> None:
+    """imagededup's PHash over a folder of symlinks (it encodes folders, not lists of files)."""
+    from imagededup.methods import PHash
+
+    with tempfile.TemporaryDirectory(prefix="speed-dedup-") as folder:
+        for i, p in enumerate(paths):
+            os.symlink(os.path.abspath(p), os.path.join(folder, f"{i:06d}{Path(p).suffix.lower()}"))
+        PHash(verbose=False).encode_images(image_dir=folder, num_enc_workers=jobs)
+
+
+def imguard_index_run(paths: list[str], jobs: int) -> None:
+    """`imguard index`: fingerprints, thumbnails, SQLite store and FAISS indexes, fresh catalog."""
+    with tempfile.TemporaryDirectory(prefix="speed-index-") as folder:
+        with imguard.Catalog.open(folder) as catalog:
+            catalog.add(paths, jobs=jobs)
+
+
+class ScanBench:
+    """`imguard scan` where most queries are non-matches, as in real scans: the files are split
+    into two halves, each half is indexed, and every file is scanned against the other half's
+    catalog. Every file is thus scanned once, against a catalog it is not in."""
+
+    def __init__(self, paths: list[str], workdir: Path, jobs: int) -> None:
+        self.home: dict[str, str] = {}  # query path → catalog folder to scan it against
+        halves = (paths[0::2], paths[1::2])
+        for i, half in enumerate(halves):
+            folder = str(workdir / f"scan-catalog-{i}")
+            with imguard.Catalog.open(folder) as catalog:
+                catalog.add(half, jobs=jobs)
+            for p in halves[1 - i]:
+                self.home[p] = folder
+        self.stats: dict[str, int] = {}
+
+    def __call__(self, paths: list[str], jobs: int) -> None:
+        stats = {"queries": 0, "matched_queries": 0, "fast_path": 0}
+        for folder in sorted(set(self.home.values())):
+            queries = [p for p in paths if self.home[p] == folder]
+            with imguard.Catalog.open(folder, create=False) as catalog:
+                run = catalog.scan(queries, jobs=jobs)
+                for _ in run:
+                    pass
+            for key in stats:
+                stats[key] += run.stats[key]
+        self.stats = stats
+
+
+@dataclass
+class Method:
+    key: str  # how the report and the targets refer to it
+    name: str
+    run: Callable[[list[str], int], None] | None  # None: not available, `note` says why
+    note: str = ""
+    png: bool = False  # also measured on PNGs
+
+
+def per_file(fn: Callable[[str], object]) -> Callable[[list[str], int], None]:
+    return functools.partial(map_files, fn)
+
+
+def methods(scan_bench: ScanBench) -> list[Method]:
+    try:
+        import imagededup  # noqa: F401  (pulls torch: only if it is there already)
+
+        dedup = Method("dedup", "imagededup `PHash.encode_images`", imagededup_run)
+    except ImportError:
+        dedup = Method("dedup", "imagededup `PHash.encode_images`", None, "not installed")
+    return [
+        Method("plain", "plain loop `imagehash.phash(Image.open(p))`", per_file(plain_phash), "baseline", png=True),
+        dedup,
+        Method("full", "Pillow full decode to RGB", per_file(decode_full), "decode only, full size", png=True),
+        Method("floor", "JPEG draft decode at 1/8", per_file(decode_draft8), "decode floor for hashes"),
+        Method("hashes", "imguard hashes: `fingerprint_file(with_features=False)`", per_file(imguard_hashes),
+               f"decodes at the {features.FEATURE_SIDE} px draft", png=True),
+        Method("hashes8", "imguard hashes at 1/8: `load.decode(min_side=64)` + `canonical_view` + "
+               "`global_hashes`", per_file(imguard_hashes_draft8), f"view side {HASH_VIEW_SIDE}", png=True),
+        Method("index", "imguard index: `Catalog.add` (hashes + ORB + thumbnail + store + index)",
+               imguard_index_run, "fresh catalog, end to end"),
+        Method("scan", "imguard scan: `Catalog.scan`, catalog = the other half", scan_bench,
+               "end to end, iterator consumed"),
+    ]
+
+
+@contextmanager
+def cores(jobs: int) -> Iterator[None]:
+    """One job runs pinned to one CPU with FAISS at one thread; more jobs get every CPU."""
+    cpus = os.sched_getaffinity(0)
+    threads = faiss.omp_get_max_threads()
+    if jobs == 1:
+        os.sched_setaffinity(0, {min(cpus)})
+        faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cpus)
+        faiss.omp_set_num_threads(threads)
+
+
+def rate(method: Method, paths: list[str], jobs: int) -> float:
+    """Images per second of one timed run, after a warm-up run on a few files (imports, ORB and
+    pool set-up, first-call caches)."""
+    with cores(jobs):
+        method.run(paths[:WARM_FILES], jobs)
+        start = time.perf_counter()
+        method.run(paths, jobs)
+        return len(paths) / (time.perf_counter() - start)
+
+
+def throughput(rows: list[Method], paths: list[str], job_counts: list[int], log: Callable[[str], None]
+               ) -> dict[str, dict[int, float]]:
+    """Images/s per method key and job count (an empty dict for a method that is not available)."""
+    rates: dict[str, dict[int, float]] = {}
+    for method in rows:
+        rates[method.key] = {}
+        if method.run is None:
+            continue
+        for jobs in job_counts:
+            rates[method.key][jobs] = rate(method, paths, jobs)
+            log(f"  {method.name[:60]:60s} jobs={jobs}: {rates[method.key][jobs]:7.1f} images/s")
+    return rates
+
+
+# ================================================================================================
+# Real codes for the index experiments
+
+
+def real_codes(path: str) -> tuple[bytes, np.ndarray, np.ndarray] | None:
+    """pHash (plain + mirror, 16 bytes) and ORB descriptors (plain + mirrored view) of one photo,
+    computed exactly as imguard computes them."""
+    try:
+        decoded = load.load(path, features.FEATURE_SIDE)
+    except ImageError:
+        return None
+    grey = fingerprint.canonical_view(decoded).grey
+    hashes = hashing.global_hashes(Image.fromarray(grey))
+    return (hashes["phash"] + hashes["phash_mirror"], features.orb_features(grey)[1],
+            features.mirrored_features(grey)[1])
+
+
+def save_real_codes(paths: list[str], target: Path, jobs: int) -> dict[str, int]:
+    """Compute the real codes of every photo and store them for the index subprocesses."""
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        found = [r for r in pool.map(real_codes, paths, chunksize=4) if r is not None and len(r[1])]
+    hashes = np.frombuffer(b"".join(r[0] for r in found), np.uint8).reshape(-1, 8)
+    np.savez(target, hashes=hashes,
+             descs=np.concatenate([r[1] for r in found]), counts=np.array([len(r[1]) for r in found]),
+             mirror=np.concatenate([r[2] for r in found]), mirror_counts=np.array([len(r[2]) for r in found]))
+    return {"photos": len(found), "hashes": len(hashes), "mean_descriptors": int(np.mean([len(r[1]) for r in found]))}
+
+
+def split(rows: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
+    return np.split(rows, np.cumsum(counts)[:-1])
+
+
+def flip_bits(rng: np.random.Generator, codes: np.ndarray, p: float, chunk: int = 1 << 16) -> np.ndarray:
+    """Flip every bit of `codes` (in place) with probability p (to 1/256), chunk by chunk so that
+    the random bytes of a 70M-row catalog never sit in memory at once."""
+    threshold = round(p * 256)
+    for start in range(0, len(codes), chunk):
+        block = codes[start:start + chunk]
+        block ^= np.packbits(rng.integers(0, 256, (len(block), block.shape[1] * 8), dtype=np.uint8) < threshold,
+                             axis=1)
+    return codes
+
+
+# ================================================================================================
+# Index experiments (each in its own subprocess)
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB  # KiB on Linux
+
+
+def rss_gb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / GB
+
+
+def timed(fn: Callable[[], object]) -> tuple[object, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def is_ivf(part: index.BinaryIndex) -> bool:
+    return isinstance(part.index, faiss.IndexBinaryIVF)
+
+
+def kind_of(part: index.BinaryIndex) -> str:
+    if is_ivf(part):
+        return f"IVF nlist={part.index.nlist} nprobe={part.index.nprobe}"
+    return type(part.index).__name__.replace("IndexBinary", "")
+
+
+def recall_within(exact: np.ndarray, approx: np.ndarray, radius: int) -> float:
+    """Share of the exact k nearest neighbours within `radius` that the approximate search also
+    returned. Counted by distance, not by row: equal distances make row ids ambiguous. (Both
+    report true distances, so per query the approximate count never exceeds the exact one.)"""
+    wanted = int((exact <= radius).sum())
+    return float((approx <= radius).sum()) / wanted if wanted else 1.0
+
+
+def numpy_knn(catalog: np.ndarray, queries: np.ndarray, k: int, batch: int = 8) -> np.ndarray:
+    """Exact k-NN Hamming distances by XOR + popcount, `batch` queries at a time (memory bounded)."""
+    db = catalog.view(np.uint64).ravel()
+    out = []
+    for start in range(0, len(queries), batch):
+        q = queries[start:start + batch].view(np.uint64)
+        d = np.bitwise_count(db[None, :] ^ q)
+        nearest = np.partition(d, k - 1, axis=1)[:, :k]
+        out.append(np.sort(nearest, axis=1))
+    return np.concatenate(out).astype(np.int32)
+
+
+def search_seconds(part: index.BinaryIndex, queries: np.ndarray, k: int, threads: int) -> tuple[np.ndarray, float]:
+    faiss.omp_set_num_threads(threads)
+    part.search(queries[:16], k)  # warm-up
+    (distances, _, _), seconds = timed(lambda: part.search(queries, k))
+    return distances, seconds
+
+
+def hash_experiment(real: dict, size: int, n_queries: int, numpy_queries: int) -> dict:
+    """1M (or `size`) catalog pHashes against 10k queries: imguard's index, the other FAISS kind,
+    and the NumPy brute force. Catalog rows: real pHashes with every bit flipped with p = 1/4
+    (16 bits on average); queries: real pHashes with p = 1/16 (copies, 4 bits)."""
+    rng = np.random.default_rng(1)
+    hashes = real["hashes"]
+    catalog = flip_bits(rng, hashes[np.arange(size) % len(hashes)].copy(), 1 / 4)
+    queries = flip_bits(rng, hashes[rng.integers(0, len(hashes), n_queries)].copy(), 1 / 16)
+    owners = np.arange(size)
+    threads = os.cpu_count() or 1
+    out: dict = {"size": size, "queries": n_queries, "threads": threads, "rss_before_gb": rss_gb()}
+    built = {}
+    ours, seconds = timed(lambda: index.build_binary(catalog, owners, exact_limit=index.HASH_EXACT_LIMIT,
+                                                     nprobe=index.HASH_NPROBE))
+    out["peak_rss_gb"] = peak_rss_gb()  # now, before the comparison index adds its own
+    out["imguard"] = "ivf" if is_ivf(ours) else "flat"
+    built[out["imguard"]] = ours, seconds
+    other = "flat" if is_ivf(ours) else "ivf"
+    built[other] = timed(lambda: index.build_binary(catalog, owners, exact_limit=size if other == "flat" else 0,
+                                                    nprobe=index.HASH_NPROBE))
+    rows = {}
+    for name, (part, build_s) in built.items():
+        _, all_s = search_seconds(part, queries, HASH_K, threads)
+        distances, one_s = search_seconds(part, queries, HASH_K, 1)
+        rows[name] = {"kind": kind_of(part), "build_s": build_s, "all_threads_s": all_s, "one_thread_s": one_s,
+                      "distances": distances}
+    exact = rows["flat"].pop("distances")
+    rows["ivf"]["recall"] = recall_within(exact, rows["ivf"].pop("distances"), HASH_RADIUS)
+    rows["flat"]["recall"] = 1.0
+    subset = queries[:numpy_queries]
+    brute, seconds = timed(lambda: numpy_knn(catalog, subset, HASH_K))
+    assert np.array_equal(brute, exact[:numpy_queries]), "NumPy brute force disagrees with FAISS flat"
+    rows["numpy"] = {"kind": f"XOR + bitwise_count, {numpy_queries} queries", "build_s": 0.0,
+                     "one_thread_s": seconds * n_queries / len(subset), "extrapolated": len(subset) < n_queries}
+    out["rows"] = rows
+    return out
+
+
+def synthesise_features(real: dict, n_images: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A catalog of `n_images` ORB descriptor sets: the real photos' sets in turn, every bit flipped
+    with p = 0.15 (38 of 256 bits: the same keypoints seen again after an edit). One preallocated
+    array: the peak memory stays that of the catalog, not of its construction."""
+    sets = split(real["descs"], real["counts"])
+    counts = np.array([len(sets[i % len(sets)]) for i in range(n_images)])
+    codes = np.empty((int(counts.sum()), features.DESCRIPTOR_BYTES), np.uint8)
+    at = 0
+    for i, n in enumerate(counts):
+        codes[at:at + n] = sets[i % len(sets)]
+        at += n
+    return flip_bits(rng, codes, 0.15), np.repeat(np.arange(n_images, dtype=np.int64), counts)
+
+
+def feature_queries(real: dict, n: int) -> list[np.ndarray]:
+    """Per query image, what scan.py searches: its descriptors and its mirror view's."""
+    plain = split(real["descs"], real["counts"])
+    mirror = split(real["mirror"], real["mirror_counts"])
+    picks = np.linspace(0, len(plain) - 1, min(n, len(plain))).round().astype(int)
+    return [np.concatenate([plain[i], mirror[i]]) for i in picks]
+
+
+def per_query_ms(part: index.BinaryIndex, queries: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:
+    """Search as scan.py does (a chunk of engine.CHUNK query images per FAISS call), one thread."""
+    faiss.omp_set_num_threads(1)
+    part.search(queries[0], scan.VOTE_K)  # warm-up
+    distances = []
+    start = time.perf_counter()
+    for first in range(0, len(queries), engine.CHUNK):
+        chunk = queries[first:first + engine.CHUNK]
+        d, _, _ = part.search(np.concatenate(chunk), scan.VOTE_K)
+        distances.extend(split(d, [len(q) for q in chunk]))
+    return (time.perf_counter() - start) * 1000 / len(queries), distances
+
+
+def feature_experiment(real: dict, n_images: int, n_queries: int, flat_queries: int, flat_max_images: int) -> dict:
+    rng = np.random.default_rng(2)
+    codes, owners = synthesise_features(real, n_images, rng)
+    out: dict = {"codes": len(codes), "rss_before_gb": rss_gb()}
+    ours, out["build_s"] = timed(lambda: index.build_binary(codes, owners, exact_limit=index.FEATURE_EXACT_LIMIT,
+                                                             nprobe=index.FEATURE_NPROBE))
+    out["peak_rss_gb"] = peak_rss_gb()
+    out["kind"] = kind_of(ours)
+    queries = feature_queries(real, n_queries)
+    out["query_images"] = len(queries)
+    out["ms_per_query"], found = per_query_ms(ours, queries)
+    if is_ivf(ours) and n_images <= flat_max_images:
+        flat, out["flat_build_s"] = timed(lambda: index.build_binary(codes, owners, exact_limit=len(codes)))
+        few = queries[:flat_queries]
+        out["flat_ms_per_query"], exact = per_query_ms(flat, few)
+        out["flat_query_images"] = len(few)
+        out["recall"] = recall_within(np.concatenate(exact), np.concatenate(found[:len(few)]), scan.VOTE_DISTANCE)
+    return out
+
+
+def feature_bytes_lower_bound(n_codes: int, ivf: bool) -> int:
+    """What building the feature index must hold at once: the caller's codes (32 B) and owners
+    (8 B), and the index's copy of the codes (32 B) plus, for IVF, a row id (8 B) per code."""
+    return n_codes * (32 + 8 + 32 + (8 if ivf else 0))
+
+
+def run_child(args: list[str], timeout: float) -> dict:
+    """Run one index experiment in a fresh interpreter; its result comes back as JSON."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as result:
+        command = [sys.executable, __file__, "--child-result", result.name, *args]
+        try:
+            subprocess.run(command, check=True, timeout=timeout, stdout=sys.stderr)
+        except subprocess.TimeoutExpired:
+            return {"error": f"did not finish within {timeout:.0f} s"}
+        except subprocess.CalledProcessError as exc:
+            code = exc.returncode
+            return {"error": f"killed by signal {-code}" if code < 0 else f"failed (exit {code})"}
+        return json.loads(Path(result.name).read_text())
+
+
+def child_main(args: argparse.Namespace) -> None:
+    real = dict(np.load(args.codes))
+    if args.child == "hash":
+        out = hash_experiment(real, args.size, args.queries, args.numpy_queries)
+    else:
+        out = feature_experiment(real, args.size, args.queries, args.flat_queries, args.flat_max_images)
+    Path(args.child_result).write_text(json.dumps(out))
+
+
+# ================================================================================================
+# Report
+
+
+def table(headers: list[str], rows: list[list[str]], align: str = "") -> str:
+    align = align or "l" + "r" * (len(headers) - 1)
+    rule = ["---:" if a == "r" else "---" for a in align]
+    lines = [headers, rule, *rows]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
+    return "–" if value is None else f"{value:,.{digits}f}{suffix}"
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+@dataclass
+class Target:
+    text: str
+    value: str
+    ok: bool | None  # None: not measured
+
+    def row(self) -> list[str]:
+        return [self.text, self.value, {True: "PASS", False: "FAIL", None: "NOT MEASURED"}[self.ok]]
+
+
+def throughput_section(rows: list[Method], rates: dict, job_counts: list[int], *, with_floor: bool = True) -> str:
+    """One row per method: images/s per job count, ratios to the plain loop and to the 1/8 decode
+    floor (same job count), and the speed-up of all jobs over one."""
+    headers = ["method"]
+    for j in job_counts:
+        headers += [f"{j} job{'s' * (j > 1)}: images/s", "× plain loop"] + (["× 1/8 floor"] if with_floor else [])
+    if len(job_counts) > 1:
+        headers.append(f"{job_counts[-1]} jobs / 1 job")
+    headers.append("note")
+    lines = []
+    for m in rows:
+        r = rates[m.key]
+        line = [m.name]
+        for j in job_counts:
+            line += [fmt(r.get(j)) if m.run else m.note, fmt(ratio(r.get(j), rates["plain"].get(j)), 2)]
+            if with_floor:
+                line.append(fmt(ratio(r.get(j), rates["floor"].get(j)), 2))
+        if len(job_counts) > 1:
+            line.append(fmt(ratio(r.get(job_counts[-1]), r.get(1)), 2))
+        line.append(m.note)
+        lines.append(line)
+    return table(headers, lines, "l" + "r" * (len(headers) - 2) + "l")
+
+
+def hash_section(h: dict) -> str:
+    if "error" in h:
+        return f"Hash search: {h['error']}."
+    labels = {"flat": "FAISS `IndexBinaryFlat`", "ivf": "FAISS `IndexBinaryIVF`", "numpy": "NumPy brute force"}
+    lines = []
+    for name in ("flat", "ivf", "numpy"):
+        r = h["rows"][name]
+        label = labels[name] + (" (imguard's index)" if name == h["imguard"] else "")
+        one = fmt(r["one_thread_s"], 2) + (" (extrapolated)" if r.get("extrapolated") else "")
+        recall = "exact" if name != "ivf" else fmt(r["recall"], 3)
+        lines.append([label, r["kind"], fmt(r["build_s"], 2), fmt(r.get("all_threads_s"), 2), one, recall])
+    return table(["search", "index", "build s", f"{h['threads']} threads, s", "1 thread, s",
+                  f"recall at ≤ {HASH_RADIUS} bits"], lines, "llrrrr")
+
+
+def feature_section(results: list[dict]) -> str:
+    lines = []
+    for f in results:
+        if "codes" not in f:
+            lines.append([fmt(f["images"], 0), "–", "–", "–", "–", "–", "–", f.get("error") or f["skipped"]])
+            continue
+        flat = "–"
+        if "flat_ms_per_query" in f:
+            flat = (f"{fmt(f['flat_ms_per_query'], 0)} ({f['flat_query_images']} queries; "
+                    f"build {fmt(f['flat_build_s'], 1)} s)")
+        lines.append([fmt(f["images"], 0), fmt(f["codes"], 0), f["kind"], fmt(f["build_s"], 1),
+                      fmt(f["ms_per_query"], 2), flat, fmt(f.get("recall"), 3),
+                      f"{fmt(f['peak_rss_gb'], 2)} (before build {fmt(f['rss_before_gb'], 2)})"])
+    return table(["catalog images", "descriptors", "imguard index", "build s", "ms / query image, 1 thread",
+                  "exact flat, ms / query", f"recall at ≤ {scan.VOTE_DISTANCE} bits", "peak RSS GB"], lines,
+                 "rrlrrlrl")
+
+
+def at_least(value: float | None, bound: float) -> bool | None:
+    return None if value is None else value >= bound
+
+
+def targets(rows: list[Method], rates: dict, jobs: int, h: dict, feats: list[dict]) -> list[Target]:
+    """The speed issue's targets, each with its measured value."""
+    short = {m.key: m.name.split(":")[0] for m in rows}
+    base, floor = rates["plain"].get(1), rates["floor"].get(1)
+    out = []
+    for key in ("hashes", "hashes8"):
+        r = rates[key].get(1)
+        out.append(Target(f"{short[key]} ≥ 3× plain imagehash loop (1 job)", f"{fmt(ratio(r, base), 2)}×",
+                          at_least(ratio(r, base), 3)))
+        out.append(Target(f"{short[key]} within 1.2× of the 1/8 decode floor (1 job)",
+                          f"floor is {fmt(ratio(floor, r), 2)}× faster", at_least(ratio(r, floor), 1 / 1.2)))
+    for key in ("index", "scan"):
+        r = rates[key]
+        out.append(Target(f"{short[key]} ≥ 1.8× plain imagehash loop (1 job)", f"{fmt(ratio(r.get(1), base), 2)}×",
+                          at_least(ratio(r.get(1), base), 1.8)))
+        if jobs > 1:
+            out.append(Target(f"{short[key]}: {jobs} jobs ≥ 1.8× one job", f"{fmt(ratio(r.get(jobs), r.get(1)), 2)}×",
+                              at_least(ratio(r.get(jobs), r.get(1)), 1.8)))
+    if "error" in h:
+        out.append(Target("hash search 1M × 10k ≤ 10 s", h["error"], None))
+        out.append(Target("peak memory, hash index of 1M images < 2 GB", h["error"], None))
+    else:
+        ours = h["rows"][h["imguard"]]
+        out.append(Target(f"hash search {h['size']:,} × {h['queries']:,} ≤ 10 s ({h['threads']} threads)",
+                          f"{fmt(ours['all_threads_s'], 2)} s (1 thread: {fmt(ours['one_thread_s'], 2)} s)",
+                          ours["all_threads_s"] <= 10))
+        out.append(Target(f"peak memory, hash index of {h['size']:,} images < 2 GB",
+                          f"{fmt(h['peak_rss_gb'], 2)} GB", h["peak_rss_gb"] < 2))
+    for f, limit in zip(feats, (10, 50)):
+        label = f"local-feature search ≤ {limit} ms/query at {f['images']:,} images"
+        if "ms_per_query" in f:
+            out.append(Target(label, f"{fmt(f['ms_per_query'], 2)} ms", f["ms_per_query"] <= limit))
+        else:
+            out.append(Target(label, f.get("error") or f["skipped"], None))
+    big = feats[-1]
+    label = f"peak memory, local features of {big['images']:,} images < 4 GB"
+    if "peak_rss_gb" in big:
+        out.append(Target(label, f"{fmt(big['peak_rss_gb'], 2)} GB", big["peak_rss_gb"] < 4))
+    else:  # not measured: the lower bound of what the build must hold may already decide
+        why = big.get("error") or big["skipped"].split(":")[0]
+        out.append(Target(label, f"{why}; lower bound {fmt(big['bound_gb'], 2)} GB",
+                          False if big["bound_gb"] >= 4 else None))
+    return out
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
+    return (f"{len(os.sched_getaffinity(0))} cores ({model}), {memory:.0f} GB RAM, Python {platform.python_version()}, "
+            f"numpy {np.__version__}, faiss {faiss.__version__}, Pillow {Image.__version__}, "
+            f"imagehash {imagehash.__version__}, imguard {imguard.__version__}")
+
+
+# ================================================================================================
+# Main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a check in a few minutes")
+    parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per index experiment")
+    # Internal: one index experiment in a subprocess (see run_child).
+    for name, kind in (("--child", str), ("--child-result", str), ("--codes", str), ("--size", int),
+                       ("--queries", int), ("--numpy-queries", int), ("--flat-queries", int),
+                       ("--flat-max-images", int)):
+        parser.add_argument(name, type=kind, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def index_experiments(sizes: Sizes, codes: Path, timeout: float, mean_descriptors: int) -> tuple[dict, list[dict]]:
+    common = ["--codes", str(codes)]
+    log(f"hash search: {sizes.hash_codes:,} codes × {sizes.hash_queries:,} queries")
+    h = run_child([*common, "--child", "hash", "--size", str(sizes.hash_codes), "--queries", str(sizes.hash_queries),
+                   "--numpy-queries", str(sizes.numpy_queries)], timeout)
+    feats = []
+    for n in sizes.feature_catalogs:
+        n_codes = n * mean_descriptors
+        need = feature_bytes_lower_bound(n_codes, n_codes > index.FEATURE_EXACT_LIMIT)
+        available = _available_bytes()
+        if available is not None and need + HEADROOM > available:  # the OOM killer might pick another job
+            feats.append({"images": n, "bound_gb": need / GB, "skipped": f"not run: needs ≥ {need / GB:.1f} GB + {HEADROOM / GB:.0f} GB headroom, "
+                                     f"{available / GB:.1f} GB available"})
+            log(f"local features, {n:,} images: skipped ({feats[-1]['skipped']})")
+            continue
+        log(f"local features: {n:,} images (~{n_codes:,} descriptors)")
+        result = run_child([*common, "--child", "features", "--size", str(n), "--queries", str(sizes.feature_queries),
+                            "--flat-queries", str(sizes.flat_queries), "--flat-max-images",
+                            str(sizes.flat_max_images)], timeout)
+        feats.append({"images": n, "bound_gb": need / GB, **result})
+    return h, feats
+
+
+def _available_bytes() -> int | None:
+    """Memory that a child may take without pushing the machine into the OOM killer."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.child:
+        child_main(args)
+        return
+    sizes = QUICK if args.quick else FULL
+    started = datetime.now(timezone.utc)
+    load_start = os.getloadavg()
+    job_counts = sorted({1, engine.default_jobs()})
+    with tempfile.TemporaryDirectory(prefix="imguard-speed-") as tmp:
+        workdir = Path(tmp)
+        corpus = find_corpus(sizes, workdir)
+        log(f"{len(corpus.jpegs)} JPEGs, {len(corpus.pngs)} PNGs from {corpus.source}")
+        preload(corpus.jpegs + corpus.pngs)
+        scan_bench = ScanBench(corpus.jpegs, workdir, job_counts[-1])
+        rows = methods(scan_bench)
+        log("throughput, JPEG:")
+        rates = throughput(rows, corpus.jpegs, job_counts, log)
+        scan_stats = dict(scan_bench.stats)
+        png_rows = [m for m in rows if m.png]
+        log("throughput, PNG:")
+        png_rates = throughput(png_rows, corpus.pngs, [1], log) if corpus.pngs else {}
+        log("real pHashes and ORB descriptors of the photos")
+        codes = workdir / "codes.npz"
+        real = save_real_codes(corpus.jpegs + corpus.pngs, codes, job_counts[-1])
+        load_mid = os.getloadavg()
+        h, feats = index_experiments(sizes, codes, args.timeout, real["mean_descriptors"])
+    load_end = os.getloadavg()
+
+    command = " ".join(["python", *[a if " " not in a else repr(a) for a in sys.argv]])
+    parts = [
+        "# imguard speed benchmark",
+        "",
+        f"- Command: `{command}`{' (quick sizes: PASS/FAIL below are indicative only)' if args.quick else ''}",
+        f"- Date: {started:%Y-%m-%d %H:%M} UTC",
+        f"- Machine: {machine()}",
+        f"- Load average (1 min) at start / after throughput / at end: "
+        f"{load_start[0]:.2f} / {load_mid[0]:.2f} / {load_end[0]:.2f}",
+        f"- Files: {corpus.source}: {len(corpus.jpegs)} JPEGs, mean {mean_megapixels(corpus.jpegs):.2f} MP; "
+        f"{len(corpus.pngs)} PNGs, mean {mean_megapixels(corpus.pngs):.2f} MP (own table: no scaled decode)",
+        "",
+        "## Targets",
+        "",
+        table(["target", "measured", "result"], [t.row() for t in targets(rows, rates, job_counts[-1], h, feats)], "lll"),
+        "",
+        f"## Images per second, JPEG ({len(corpus.jpegs)} files, same files for every row)",
+        "",
+        "One job: pinned to one CPU, FAISS at one thread. More jobs: imguard's process pool, or a fork "
+        "`multiprocessing.Pool` for the per-file loops (pool start-up included). Each figure is one timed run "
+        f"after a warm-up on {WARM_FILES} files; files are in the page cache.",
+        "",
+        throughput_section(rows, rates, job_counts),
+        "",
+        f"Scan: {scan_stats.get('queries', 0)} queries, {scan_stats.get('matched_queries', 0)} matched, "
+        f"{scan_stats.get('fast_path', 0)} settled by the hash fast path (each file scanned against a catalog "
+        f"of the other half of the files, {len(corpus.jpegs) // 2} images).",
+        "",
+    ]
+    if png_rates:
+        parts += [f"## Images per second, PNG ({len(corpus.pngs)} files, 1 job)", "",
+                  throughput_section(png_rows, png_rates, [1], with_floor=False), ""]
+    parts += [
+        f"## Hash search: {sizes.hash_codes:,} catalog codes × {sizes.hash_queries:,} queries, k = {HASH_K}",
+        "",
+        f"Codes derived from {real['hashes']} real pHashes (plain and mirrored) of {real['photos']} photos: "
+        "catalog rows flip each bit with p = 1/4 (16 bits on average), queries with p = 1/16. "
+        f"The forced IVF is `build_binary(..., exact_limit=0, nprobe=HASH_NPROBE = {index.HASH_NPROBE})`. "
+        f"imguard builds Flat up to `HASH_EXACT_LIMIT` = {index.HASH_EXACT_LIMIT:,} codes.",
+        "",
+        hash_section(h),
+        "",
+        f"Peak RSS of the process that built imguard's hash index: {fmt(h.get('peak_rss_gb'), 2)} GB "
+        f"(before the build: {fmt(h.get('rss_before_gb'), 2)} GB).",
+        "",
+        "## Local-feature search (ORB, 256-bit descriptors), k = " + str(scan.VOTE_K),
+        "",
+        f"Catalogs synthesised from the {real['photos']} photos' real ORB descriptors (~{real['mean_descriptors']} per "
+        "image, 512 px views): image i is photo i mod n with every bit flipped with p = 0.15. Queries: real "
+        "photos, descriptors of the view and of its mirror (~1400 per image), searched in chunks of "
+        f"{engine.CHUNK} images like scan.py. Index: `build_binary(..., exact_limit=FEATURE_EXACT_LIMIT = "
+        f"{index.FEATURE_EXACT_LIMIT:,}, nprobe=FEATURE_NPROBE = {index.FEATURE_NPROBE})`, as "
+        "`CatalogIndex.build` calls it. Peak RSS: the subprocess that synthesised the catalog and built the "
+        "index (the caller's codes and owners included, as in `CatalogIndex.build`).",
+        "",
+        feature_section(feats),
+        "",
+    ]
+    report = "\n".join(parts)
+    print(report)
+    if args.out:
+        args.out.write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
