@@ -27,7 +27,7 @@ from .errors import ImageError
 from .index import CatalogIndex
 from .store import Reference, Store
 
-DEFAULT_THRESHOLD = 0.35
+DEFAULT_THRESHOLD = 0.77
 HASH_K = 4  # nearest catalog hashes looked at per query hash
 HASH_RADIUS = 18  # of 64 bits: a hash hit worth the cheap check
 FAST_ACCEPT = 0.6  # dense score at identity alignment that needs no local features

@@ -13,6 +13,10 @@ from make_fixtures import COPIES, ROTATION, UNRELATED, competitor_name
 from conftest import by_query
 
 COPY_NAMES = [competitor_name(source, family, ext) for source, family, ext in COPIES]
+# Copies that score under the default threshold (chosen on benchmarks/accuracy.py for FPR <= 0.1%):
+# the text-stamped coffee scores ~0.72. Known misses at the default, found at FPR <= 1%'s 0.51.
+BELOW_DEFAULT = {"coffee__text.jpg"}
+FOUND_AT_DEFAULT = [n for n in COPY_NAMES if n not in BELOW_DEFAULT]
 UNRELATED_NAMES = [f"unrelated__{os.path.splitext(source)[0]}.{ext}" for source, ext in UNRELATED]
 
 
@@ -39,7 +43,10 @@ def test_fixture_names_are_what_the_tests_expect(fixtures):
     assert sorted(os.listdir(fixtures.competitors)) == sorted(fixtures.expected)
 
 
-@pytest.mark.parametrize("name", COPY_NAMES)
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="scores under the default threshold"))
+    if n in BELOW_DEFAULT else n for n in COPY_NAMES
+])
 def test_copy_is_found_with_its_source_first(fixtures, default_scan, name):
     source = fixtures.expected[name]
     matches = by_query(default_scan).get(name, [])
@@ -69,7 +76,7 @@ def test_byte_identical_copy(fixtures, default_scan):
 def test_mirrored_copy_is_explained_as_mirrored(default_scan):
     match = best(default_scan, "astronaut__mirror.jpg")
     assert match.explanation.mirrored is True
-    for name in COPY_NAMES:
+    for name in FOUND_AT_DEFAULT:
         if "mirror" not in name:
             assert best(default_scan, name).explanation.mirrored is False, name
 
@@ -121,7 +128,7 @@ def test_scale_is_query_pixels_per_reference_pixel(default_scan, name, scale):
 def test_recolour_pair_ranks_the_right_variant(default_scan):
     hue = by_query(default_scan)["coffee_hue__recolour.jpg"]
     assert base(hue[0].reference) == "coffee_hue.jpg"
-    for name in ("coffee__png.png", "coffee__crop90.jpg", "coffee__letterbox.jpg", "coffee__text.jpg"):
+    for name in ("coffee__png.png", "coffee__crop90.jpg", "coffee__letterbox.jpg"):
         matches = by_query(default_scan)[name]
         assert base(matches[0].reference) == "coffee.jpg", name
         other = [m for m in matches if base(m.reference) == "coffee_hue.jpg"]
@@ -163,3 +170,10 @@ def test_higher_threshold_keeps_a_subset(fixtures, indexed, default_scan):
     assert all(m.score >= 0.9 for m in strict)
     loose = {(m.query, m.reference) for m in default_scan}
     assert {(m.query, m.reference) for m in strict} <= loose
+
+
+@pytest.mark.parametrize("name", sorted(BELOW_DEFAULT))
+def test_copies_below_the_default_are_found_at_the_one_percent_threshold(fixtures, indexed, name):
+    matches = list(indexed.scan(fixtures.competitor(name), threshold=0.51, jobs=1))
+    assert matches and base(matches[0].reference) == fixtures.expected[name]
+    assert 0.51 <= matches[0].score < imguard.DEFAULT_THRESHOLD
