@@ -157,7 +157,7 @@ def scan(
                                engine=engine.value, scheduler=scheduler)
             matches = list(run)
     payload = report.scan_payload(matches, run.errors, run.stats)
-    rows = [report.match_row(m) for m in sorted(matches, key=lambda m: (m.query, -m.score, m.reference))]
+    rows = [report.match_row(m) for m in report.sorted_matches(matches)]
     out = _out()
     report.emit(payload, rows, report.MATCH_COLUMNS, fmt.value, out, title="matches",
                 table_columns=report.TABLE_COLUMNS)

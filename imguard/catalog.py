@@ -19,7 +19,7 @@ from .errors import CatalogError, ImageError, ManifestError
 from .fingerprint import Fingerprint, fingerprint_file
 from .index import CatalogIndex
 from .scan import Match, Matcher, ScanError
-from .store import Store
+from .store import FileState, Store
 
 PathLike = str | os.PathLike[str]
 Sources = PathLike | Iterable[PathLike]
@@ -162,16 +162,14 @@ class Catalog:
             if abspath in seen and abspath in known:
                 self.store.set_metadata(abspath, meta)
         if prune:
-            gone = [state.id for path, state in known.items() if not os.path.exists(path)]
-            result.removed = self.store.delete(gone)
+            result.removed = self.store.delete(_gone(known))
         self._index = CatalogIndex.for_store(self.store, self.folder)
         result.seconds = time.perf_counter() - start
         return result
 
     def prune(self) -> int:
         """Drop catalog entries whose files are gone; returns how many."""
-        gone = [state.id for path, state in self.store.file_states().items() if not os.path.exists(path)]
-        removed = self.store.delete(gone)
+        removed = self.store.delete(_gone(self.store.file_states()))
         if removed:
             self._index = CatalogIndex.for_store(self.store, self.folder)
         return removed
@@ -235,6 +233,11 @@ def _runner(kind: str, jobs: int | None, scheduler: Any) -> Callable[..., Iterat
         distributed.require()  # DependencyError with the install hint
         return functools.partial(distributed.run_chunks, scheduler=scheduler)
     raise ValueError(f"engine must be 'local' or 'dask', not {kind!r}")
+
+
+def _gone(states: dict[str, FileState]) -> list[int]:
+    """Ids of catalog entries whose files no longer exist."""
+    return [state.id for path, state in states.items() if not os.path.exists(path)]
 
 
 def read_manifest(manifest: PathLike) -> dict[str, dict[str, str]]:

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .scan import Match, ScanError
+from .scan import Match, ScanError, rank_key
 
 FORMATS = ("table", "json", "csv")
 
@@ -39,11 +39,15 @@ def match_dict(match: Match) -> dict[str, Any]:
     return data
 
 
+def sorted_matches(matches: Sequence[Match]) -> list[Match]:
+    """Output order: by query, then best first (the ranking the scan itself uses)."""
+    return sorted(matches, key=lambda m: (m.query, *rank_key(m)))
+
+
 def scan_payload(matches: Sequence[Match], errors: Sequence[ScanError], stats: dict[str, Any]) -> dict[str, Any]:
     """The one JSON object `scan --format json` prints: matches by query, best first."""
-    ordered = sorted(matches, key=lambda m: (m.query, -m.score, m.reference))
     return {
-        "matches": [match_dict(m) for m in ordered],
+        "matches": [match_dict(m) for m in sorted_matches(matches)],
         "errors": [{"path": e.path, "error": e.error} for e in sorted(errors, key=lambda e: e.path)],
         "stats": stats,
     }

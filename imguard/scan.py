@@ -119,6 +119,7 @@ class Matcher:
         self._store: Store | None = None
         self._pid = -1
         self._cache: dict[int, Reference] = {}
+        self._thumbs: dict[int, np.ndarray] = {}
 
     # -- shipping to other processes --------------------------------------------------------
 
@@ -152,6 +153,7 @@ class Matcher:
             self._store = Store.open(os.path.dirname(self.store_path), create=False, readonly=True)
             self._pid = os.getpid()
             self._cache = {}
+            self._thumbs = {}
         return self._store
 
     def reference(self, image_id: int) -> Reference:
@@ -161,6 +163,15 @@ class Matcher:
                 self._cache.clear()
             ref = self._cache[image_id] = self.store.reference(image_id)
         return ref
+
+    def _thumbnail(self, ref: Reference) -> np.ndarray:
+        """The reference's decoded thumbnail, decoded once per worker while it stays cached."""
+        thumb = self._thumbs.get(ref.id)
+        if thumb is None:
+            if len(self._thumbs) > 512:
+                self._thumbs.clear()
+            thumb = self._thumbs[ref.id] = fingerprint.decode_thumbnail(ref.thumbnail)
+        return thumb
 
     # -- the pipeline -----------------------------------------------------------------------
 
@@ -290,7 +301,7 @@ class Matcher:
         return self._verified(q, ref, best, "features")
 
     def _verified(self, q: _Query, ref: Reference, alignment: verify.Alignment, method: str) -> Match:
-        thumb = fingerprint.decode_thumbnail(ref.thumbnail)
+        thumb = self._thumbnail(ref)
         check = verify.dense_check(thumb, ref.view_size, q.view.rgb, alignment)
         explanation = _explain(q, ref, alignment, check, thumb.shape[1], thumb.shape[0], method)
         return self._match(q, ref, round(check.score, 4), explanation)
@@ -313,12 +324,17 @@ class Matcher:
         )
 
     def _select(self, q: _Query) -> list[Match]:
-        ranked = _drop_recolours(sorted(q.results.values(), key=lambda m: (-m.score, m.distance, m.reference)))
+        ranked = _drop_recolours(sorted(q.results.values(), key=rank_key))
         if self.threshold > 0:
             ranked = [m for m in ranked if m.score >= self.threshold]
         if self.top is not None:
             ranked = ranked[: self.top]
         return ranked
+
+
+def rank_key(match: Match) -> tuple[float, int, str]:
+    """Best first: higher score, then nearer global hash, then reference path (deterministic)."""
+    return (-match.score, match.distance, match.reference)
 
 
 def _drop_recolours(ranked: list[Match]) -> list[Match]:
@@ -359,21 +375,20 @@ def _explain(q: _Query, ref: Reference, alignment: verify.Alignment, check: veri
     """Express the alignment in original pixels of both files."""
     # reference original → reference view → (inverse alignment) → query view → query original
     ref_to_view = _frame(ref.box, ref.view_size)
-    q_to_view = _frame(q.fp.box, q.fp.view_size)
-    to_ref_view = np.vstack([alignment.matrix, [0, 0, 1]])
-    view_to_query_view = np.linalg.inv(to_ref_view)
-    unmirror = np.eye(3)
+    view_to_query = np.linalg.inv(_frame(q.fp.box, q.fp.view_size))  # query view → query original
+    ref_view_to_query_view = np.linalg.inv(np.vstack([alignment.matrix, [0, 0, 1]]))
+    # Scale and rotation of the copy, mirror left out (it is reported on its own).
+    scale, rotation = verify.similarity_parts((view_to_query @ ref_view_to_query_view @ ref_to_view)[:2])
     if alignment.mirrored:
         unmirror = np.array([[-1.0, 0, q.fp.view_size[0]], [0, 1, 0], [0, 0, 1]])
-    ref_to_query = np.linalg.inv(q_to_view) @ unmirror @ view_to_query_view @ ref_to_view
-    scale, rotation = verify.similarity_parts((np.linalg.inv(q_to_view) @ view_to_query_view @ ref_to_view)[:2])
+        ref_view_to_query_view = unmirror @ ref_view_to_query_view
 
     cx0, cy0, cx1, cy1 = check.covered
     fx, fy = ref.view_size[0] / thumb_w, ref.view_size[1] / thumb_h
     corners_view = np.array([[cx0 * fx, cy0 * fy, 1], [cx1 * fx, cy0 * fy, 1],
                              [cx0 * fx, cy1 * fy, 1], [cx1 * fx, cy1 * fy, 1]]).T
     ref_region = _bbox((np.linalg.inv(ref_to_view) @ corners_view), ref.width, ref.height)
-    query_region = _bbox(ref_to_query @ np.linalg.inv(ref_to_view) @ corners_view, q.fp.width, q.fp.height)
+    query_region = _bbox(view_to_query @ ref_view_to_query_view @ corners_view, q.fp.width, q.fp.height)
     return Explanation(
         matched_by=method, scale=round(scale, 3), rotation=round(rotation, 1), mirrored=alignment.mirrored,
         inliers=alignment.inliers, reference_region=ref_region, query_region=query_region,
