@@ -171,7 +171,7 @@ def imguard_hashes_draft8(path: str) -> None:
     """The same hashes from the public pieces, decoding at 1/8: what hashes alone could cost."""
     decoded = load.decode(load.read_bytes(path), path, min_side=HASH_VIEW_SIDE)
     view = fingerprint.canonical_view(decoded, side=HASH_VIEW_SIDE)
-    hashing.global_hashes(Image.fromarray(view.grey))
+    hashing.global_hashes(view.grey)
 
 
 def _discard(fn: Callable[[str], object], path: str) -> None:
@@ -326,9 +326,9 @@ def real_codes(path: str) -> tuple[bytes, np.ndarray, np.ndarray] | None:
     except ImageError:
         return None
     grey = fingerprint.canonical_view(decoded).grey
-    hashes = hashing.global_hashes(Image.fromarray(grey))
-    return (hashes["phash"] + hashes["phash_mirror"], features.orb_features(grey)[1],
-            features.mirrored_features(grey)[1])
+    hashes = hashing.global_hashes(grey)
+    (_, plain), (_, mirror) = features.features_and_mirror(grey)
+    return hashes["phash"] + hashes["phash_mirror"], plain, mirror
 
 
 def save_real_codes(paths: list[str], target: Path, jobs: int) -> dict[str, int]:

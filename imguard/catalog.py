@@ -16,7 +16,7 @@ from typing import Any
 
 from . import engine, load, scan
 from .errors import CatalogError, ImageError, ManifestError
-from .fingerprint import Fingerprint, fingerprint_file
+from .fingerprint import FINGERPRINT_VERSION, Fingerprint, fingerprint_file
 from .index import CatalogIndex
 from .scan import Match, Matcher, ScanError
 from .store import FileState, Store
@@ -136,7 +136,8 @@ class Catalog:
                     result.errors.append(ScanError(path, f"cannot read file ({exc.strerror})"))
                     continue
                 state = known.get(abspath)
-                if state is not None and state.nbytes == st.st_size and state.mtime == st.st_mtime:
+                if (state is not None and state.nbytes == st.st_size and state.mtime == st.st_mtime
+                        and state.fingerprint_version == FINGERPRINT_VERSION):
                     result.unchanged += 1
                     if progress:
                         progress(1)
@@ -195,6 +196,14 @@ class Catalog:
     # -- scanning ---------------------------------------------------------------------------
 
     def matcher(self, *, threshold: float = scan.DEFAULT_THRESHOLD, top: int | None = None) -> Matcher:
+        """What a scan runs on. Refuses a catalog with fingerprints of an older imguard: they would
+        silently miss copies."""
+        outdated = self.store.outdated()
+        if outdated:
+            raise CatalogError(
+                f"{self.folder}: {len(outdated)} catalog image(s) (first: {outdated[0]}) were fingerprinted "
+                "by an older imguard; run `imguard index` on the catalog folders again"
+            )
         return Matcher(self.index, self.store.path, threshold=threshold, top=top)
 
     def scan(self, sources: Sources, *, threshold: float = scan.DEFAULT_THRESHOLD, top: int | None = None,

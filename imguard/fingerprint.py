@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from . import features, hashing, load
 
+# Bumped whenever a change makes fingerprints incomparable with the previous ones (2: hashes on an
+# area-averaged shrink): the store records it per image, and `Catalog.add` redoes older ones.
+FINGERPRINT_VERSION = 2
 THUMB_SIDE = 256  # reference pixels kept in the store for verification and evidence
 THUMB_QUALITY = 90
 
@@ -80,7 +82,7 @@ def fingerprint_view(
     view: View, decoded: load.Decoded, *, with_features: bool = True, with_thumbnail: bool = False
 ) -> Fingerprint:
     grey = view.grey
-    hashes = hashing.global_hashes(Image.fromarray(grey))
+    hashes = hashing.global_hashes(grey)
     if with_features:
         keypoints, descriptors = features.orb_features(grey)
     else:

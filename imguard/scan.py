@@ -264,8 +264,7 @@ class Matcher:
             return
         grey_views = [q.view.grey for q in queries]
         for q, grey in zip(queries, grey_views):
-            q.points = features.orb_features(grey)
-            q.mirror_points = features.mirrored_features(grey)
+            q.points, q.mirror_points = features.features_and_mirror(grey)
         descriptors = [d for q in queries for d in (q.points[1], q.mirror_points[1])]
         counts = [len(d) for d in descriptors]
         distances, _, owners = self.index.features.search(np.concatenate(descriptors), VOTE_K)

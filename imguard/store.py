@@ -20,13 +20,14 @@ import numpy as np
 
 from ._version import __version__
 from .errors import CatalogError
-from .fingerprint import Fingerprint
+from .fingerprint import FINGERPRINT_VERSION, Fingerprint
 
-SCHEMA_VERSION = 1
+# 2: images.fingerprint_version (a catalog fingerprinted by an older imguard is re-fingerprinted)
+SCHEMA_VERSION = 2
 DB_NAME = "catalog.sqlite"
 METADATA_FIELDS = ("sku", "asin", "url", "title")
 _FILE_COLUMNS = ("path", "abspath", "sha256", "nbytes", "mtime", "width", "height", "box_x0", "box_y0",
-                 "box_x1", "box_y1", "view_w", "view_h", "phash", "dhash", "added_at")
+                 "box_x1", "box_y1", "view_w", "view_h", "phash", "dhash", "fingerprint_version", "added_at")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,7 +47,8 @@ CREATE TABLE IF NOT EXISTS images (
     dhash BLOB NOT NULL,
     sku TEXT, asin TEXT, url TEXT, title TEXT,
     extra TEXT,                      -- other manifest columns, JSON
-    added_at REAL NOT NULL
+    added_at REAL NOT NULL,
+    fingerprint_version INTEGER NOT NULL DEFAULT 1  -- fingerprint.FINGERPRINT_VERSION that made it
 );
 CREATE INDEX IF NOT EXISTS images_sha256 ON images(sha256);
 CREATE TABLE IF NOT EXISTS features (
@@ -82,6 +84,7 @@ class FileState:
     sha256: str
     nbytes: int
     mtime: float
+    fingerprint_version: int = FINGERPRINT_VERSION
 
 
 class Store:
@@ -128,11 +131,16 @@ class Store:
     def _migrate(self) -> None:
         with self._db:
             self._db.executescript(_SCHEMA)
-            if self._meta("schema_version") is None:
+            version = self._meta("schema_version")
+            if version is None:
                 self._set_meta("schema_version", str(SCHEMA_VERSION))
                 self._set_meta("created_by", f"imguard {__version__}")
                 self._set_meta("generation", "0")
                 self._set_meta("catalog_id", uuid.uuid4().hex)
+            elif int(version) == 1:
+                # Every image of a version-1 store has version-1 fingerprints (the default).
+                self._db.execute("ALTER TABLE images ADD COLUMN fingerprint_version INTEGER NOT NULL DEFAULT 1")
+                self._set_meta("schema_version", "2")
 
     def _check_version(self) -> None:
         version = self._meta("schema_version")
@@ -142,6 +150,11 @@ class Store:
             raise CatalogError(
                 f"{self.path}: written by a newer imguard (schema {version}, this one reads "
                 f"up to {SCHEMA_VERSION}); upgrade imguard"
+            )
+        if int(version) < SCHEMA_VERSION:  # only a read-only open gets here: writable ones migrate
+            raise CatalogError(
+                f"{self.path}: written by an older imguard (schema {version}); run `imguard index` "
+                "on this catalog once to upgrade it"
             )
 
     def _meta(self, key: str) -> str | None:
@@ -181,7 +194,7 @@ class Store:
         with self._db:
             for path, abspath, mtime, fp, metadata in rows:
                 values = (path, abspath, fp.sha256, fp.nbytes, mtime, fp.width, fp.height, *fp.box,
-                          *fp.view_size, fp.hashes["phash"], fp.hashes["dhash"], time.time())
+                          *fp.view_size, fp.hashes["phash"], fp.hashes["dhash"], FINGERPRINT_VERSION, time.time())
                 self._db.execute(
                     f"INSERT INTO images({', '.join(_FILE_COLUMNS)}) VALUES ({', '.join('?' * len(_FILE_COLUMNS))})"
                     f" ON CONFLICT(abspath) DO UPDATE SET "
@@ -237,9 +250,15 @@ class Store:
     def file_states(self) -> dict[str, FileState]:
         """abspath → what was indexed: the basis of incremental re-indexing and pruning."""
         return {
-            row[0]: FileState(row[1], row[2], row[3], row[4])
-            for row in self._db.execute("SELECT abspath, id, sha256, nbytes, mtime FROM images")
+            row[0]: FileState(*row[1:])
+            for row in self._db.execute("SELECT abspath, id, sha256, nbytes, mtime, fingerprint_version FROM images")
         }
+
+    def outdated(self) -> list[str]:
+        """Paths of images fingerprinted by an older imguard: their hashes do not compare with
+        this version's, so they must be fingerprinted again before a scan."""
+        return [r[0] for r in self._db.execute(
+            "SELECT path FROM images WHERE fingerprint_version != ? ORDER BY id", (FINGERPRINT_VERSION,))]
 
     def ids_with_sha256(self, sha256: str) -> list[int]:
         return [r[0] for r in self._db.execute("SELECT id FROM images WHERE sha256 = ? ORDER BY id", (sha256,))]
