@@ -43,7 +43,7 @@ import _dataset  # noqa: E402  (the helper module next to this file)
 from _dataset import FAMILIES, Dataset, build_dataset, load_rgb  # noqa: E402
 
 HASH_METHODS = ("phash", "dhash", "whash", "crh", "pdq")
-ALL_METHODS = HASH_METHODS + ("imguard",)
+ALL_METHODS = HASH_METHODS + ("imguard", "imguard-exact")
 METHOD_LABELS = {
     "phash": "pHash",
     "dhash": "dHash",
@@ -51,6 +51,7 @@ METHOD_LABELS = {
     "crh": "crop-resistant",
     "pdq": "PDQ (dihedral)",
     "imguard": "imguard",
+    "imguard-exact": "imguard, exact search",
 }
 FPR_TARGETS = (0.01, 0.001)
 CRH_BIT_ERROR_RATE = 0.25  # imagehash's default segment cutoff: 16 of 64 bits
@@ -188,11 +189,18 @@ def run_hash(method: str, ds: Dataset, query_ids: list[int], pool: Pool, note: s
     return run
 
 
-def run_imguard(ds: Dataset, query_ids: list[int], jobs: int) -> MethodRun:
-    """imguard through its public API; any failure is reported, never fatal to the baselines."""
-    run = MethodRun("imguard", METHOD_LABELS["imguard"], query_ids)
+def run_imguard(ds: Dataset, query_ids: list[int], jobs: int, *, exact: bool = False) -> MethodRun:
+    """imguard through its public API; any failure is reported, never fatal to the baselines.
+
+    `exact`: flat (exact) FAISS search whatever the catalog size, the reference that the
+    approximate indexes imguard picks by size are held to (at most 2 points of recall lost)."""
+    name = "imguard-exact" if exact else "imguard"
+    run = MethodRun(name, METHOD_LABELS[name], query_ids)
     try:
         import imguard
+        from imguard import index as imguard_index
+
+        limits = {"HASH_EXACT_LIMIT": imguard_index.HASH_EXACT_LIMIT, "FEATURE_EXACT_LIMIT": imguard_index.FEATURE_EXACT_LIMIT}
 
         catalog_cls = imguard.Catalog
     except (ImportError, AttributeError) as exc:
@@ -206,10 +214,14 @@ def run_imguard(ds: Dataset, query_ids: list[int], jobs: int) -> MethodRun:
     qid_of.update({os.path.realpath(p): qid for p, qid in zip(q_paths, query_ids)})
     _dataset.CACHE_DIR.mkdir(parents=True, exist_ok=True)
     try:
+        if exact:  # set before the worker processes fork, restored below
+            for key in limits:
+                setattr(imguard_index, key, 2**62)
         with tempfile.TemporaryDirectory(dir=_dataset.CACHE_DIR, prefix="imguard-db-") as db:
             t0 = time.perf_counter()
             cat = catalog_cls.open(db)
             cat.add(ds.catalog_paths())
+            run.note = "index: " + ", ".join(f"{n} {getattr(cat.index, n).kind}" for n in ("phash", "features")) + "; "
             kwargs = {"threshold": 0.0}
             if "jobs" in inspect.signature(cat.scan).parameters:
                 kwargs["jobs"] = jobs
@@ -220,10 +232,13 @@ def run_imguard(ds: Dataset, query_ids: list[int], jobs: int) -> MethodRun:
                     run.predictions.setdefault(qid, []).append((ref or str(m.reference), float(m.score)))
             run.seconds = time.perf_counter() - t0
         run.images = len(ds.catalog) + len(q_paths)
-        run.note = "add + scan (incl. search and verification), jobs=%s" % kwargs.get("jobs", "-")
+        run.note += "add + scan (incl. search and verification), jobs=%s" % kwargs.get("jobs", "-")
     except Exception as exc:  # the library is being written in parallel: report, go on
         traceback.print_exc()
         run.error = f"imguard failed: {type(exc).__name__}: {exc}"
+    finally:
+        for key, value in limits.items():
+            setattr(imguard_index, key, value)
     for preds in run.predictions.values():
         preds.sort(key=lambda p: -p[1])
     return run
@@ -408,6 +423,15 @@ def render_report(ds: Dataset, runs: list[MethodRun], argv: list[str], seconds: 
     imguard = results.get("imguard")
     if imguard:
         out.append(f"imguard score threshold for FPR ≤ 0.1%: score > {_fmt(imguard[1][0.001])}")
+    exact = results.get("imguard-exact")
+    if imguard and exact:
+        lost = {f: exact[0]["all"].recall[f] - imguard[0]["all"].recall[f] for f in FPR_TARGETS}
+        out.append("")
+        out.append("Approximate against exact search (imguard's indexes as chosen by size, against flat indexes): "
+                   + "; ".join(f"recall at FPR ≤ {f:.1%} {_fmt(exact[0]['all'].recall[f])} → "
+                               f"{_fmt(imguard[0]['all'].recall[f])} ({100 * lost[f]:+.1f} points lost)"
+                               for f in FPR_TARGETS)
+                   + f" (target: at most 2 points lost: {'met' if max(lost.values()) <= 0.02 else 'NOT met'})")
     return "\n".join(out) + "\n"
 
 
@@ -480,11 +504,12 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(run_hash(m, ds, ids, pool, note))
                 else:
                     runs.append(run_hash(m, ds, all_ids, pool))
-    if "imguard" in args.methods:
-        log("running imguard...")
-        runs.append(run_imguard(ds, all_ids, args.processes))
-        if runs[-1].error:
-            log(f"imguard: {runs[-1].error}")
+    for name in ("imguard", "imguard-exact"):
+        if name in args.methods:
+            log(f"running {name}...")
+            runs.append(run_imguard(ds, all_ids, args.processes, exact=name == "imguard-exact"))
+            if runs[-1].error:
+                log(f"{name}: {runs[-1].error}")
     seconds = {"dataset": t_data, "methods": time.perf_counter() - t1}
 
     report = render_report(ds, runs, ["python", "benchmarks/accuracy.py"] + (argv or sys.argv[1:]), seconds)

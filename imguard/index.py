@@ -17,59 +17,116 @@ import numpy as np
 
 from .store import Store
 
-INDEX_FORMAT = 1
-# Above these sizes (codes), exact flat search stops paying for itself (benchmarks/speed.py).
-HASH_EXACT_LIMIT = 2_000_000
-FEATURE_EXACT_LIMIT = 400_000
+INDEX_FORMAT = 2
+# Above these sizes (codes), exact flat search stops paying for itself (benchmarks/speed.py): an
+# ORB query searches ~1,400 descriptors, so flat costs 1,400 × catalog descriptors per image.
+HASH_EXACT_LIMIT = 250_000
+FEATURE_EXACT_LIMIT = 50_000
+# Inverted lists hold about this many codes; more lists mean shorter scans but a costlier
+# quantizer, which is why large list counts get a two-level quantizer (see `_quantizer`).
+LIST_SIZE = 384
 # Lists probed per query code. Descriptors vote in bulk (hundreds per image), so a descriptor
-# whose neighbour lies in an unprobed list costs little: few probes, fast queries.
-HASH_NPROBE = 16
-FEATURE_NPROBE = 8
+# whose neighbour lies in an unprobed list costs little: few probes, fast queries. A hash has
+# no such redundancy, so it probes more.
+HASH_NPROBE = 32
+FEATURE_NPROBE = 4
+COARSE_NPROBE = 8  # of the two-level quantizer's coarse lists
+SEED = 0
 
 
 @dataclass
 class BinaryIndex:
-    """A FAISS binary index whose rows belong to catalog images (`owners[row]` = image id)."""
+    """A FAISS binary index whose ids are catalog image ids (many rows may share one)."""
 
     index: faiss.IndexBinary
-    owners: np.ndarray  # int64, one per row
 
     @property
     def size(self) -> int:
         return int(self.index.ntotal)
 
-    def search(self, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """k nearest rows of each code: (Hamming distances, rows, owner image ids); -1 when empty."""
+    def add(self, codes: np.ndarray, owners: np.ndarray) -> None:
+        """Add codes, each owned by a catalog image id."""
+        if len(codes):
+            self.index.add_with_ids(np.ascontiguousarray(codes, np.uint8), np.ascontiguousarray(owners, np.int64))
+
+    def search(self, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest rows of each code: (Hamming distances, owner image ids); -1 when empty."""
         n = len(codes)
         k = min(k, self.size)
         if n == 0 or k == 0:
             empty = np.full((n, max(k, 0)), -1, np.int64)
-            return empty.astype(np.int32), empty, empty
-        distances, rows = self.index.search(np.ascontiguousarray(codes, np.uint8), k)
-        owners = np.where(rows >= 0, self.owners[np.maximum(rows, 0)], -1)
-        return distances, rows, owners
+            return empty.astype(np.int32), empty
+        distances, owners = self.index.search(np.ascontiguousarray(codes, np.uint8), k)
+        return distances, owners
+
+    @property
+    def kind(self) -> str:
+        """What was built, for stats and benchmarks: "Flat" or "IVF nlist=… nprobe=…"."""
+        index = faiss.downcast_IndexBinary(self.index)
+        if isinstance(index, faiss.IndexBinaryIVF):
+            return f"IVF nlist={index.nlist} nprobe={index.nprobe}"
+        return "Flat"
+
+    def tune(self, nprobe: int) -> None:
+        """Set the lists probed per query (an IVF index; a flat one has nothing to tune)."""
+        index = faiss.downcast_IndexBinary(self.index)
+        if isinstance(index, faiss.IndexBinaryIVF):
+            index.nprobe = nprobe
 
 
-def build_binary(codes: np.ndarray, owners: np.ndarray, *, exact_limit: int, nprobe: int = HASH_NPROBE) -> BinaryIndex:
-    """Flat (exact) up to `exact_limit` codes, IVF above, trained on a sample of the codes."""
+def new_binary(bits: int, size: int, sample: np.ndarray, *, exact_limit: int, nprobe: int) -> BinaryIndex:
+    """An empty index for `size` codes: exact (flat) up to `exact_limit`, inverted lists above.
+
+    The lists' centroids are `sample`'s first codes, a random sample of the codes to come: k-means
+    gave ~5 points more neighbour recall per probe, but training it grows with lists² (15 minutes
+    for a 10,000-image catalog here), and random centroids build in a second (benchmarks/speed.py).
+    """
+    if size <= exact_limit:
+        return BinaryIndex(faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(bits)))
+    nlist = int(np.clip(2 ** round(np.log2(size / LIST_SIZE)), 16, len(sample)))
+    quantizer = _quantizer(np.ascontiguousarray(sample[:nlist], np.uint8), bits)
+    ivf = faiss.IndexBinaryIVF(quantizer, bits, nlist)
+    ivf.own_fields = True
+    quantizer.this.disown()
+    ivf.is_trained = True
+    ivf.nprobe = nprobe
+    return BinaryIndex(ivf)
+
+
+def _quantizer(centroids: np.ndarray, bits: int) -> faiss.IndexBinary:
+    """Finds a code's nearest lists. Flat while that is cheap; for many lists, itself an inverted
+    file over the centroids (√nlist coarse lists), so that assigning a code costs ~√nlist
+    comparisons instead of nlist."""
+    if len(centroids) <= 1024:
+        flat = faiss.IndexBinaryFlat(bits)
+        flat.add(centroids)
+        return flat
+    n_coarse = int(2 ** round(np.log2(np.sqrt(len(centroids)))))
+    coarse = faiss.IndexBinaryFlat(bits)
+    quantizer = faiss.IndexBinaryIVF(coarse, bits, n_coarse)
+    quantizer.own_fields = True
+    coarse.this.disown()
+    coarse.add(centroids[np.linspace(0, len(centroids) - 1, n_coarse).astype(int)])
+    quantizer.is_trained = True
+    quantizer.nprobe = COARSE_NPROBE
+    quantizer.add(centroids)
+    return quantizer
+
+
+def random_rows(n: int, k: int) -> np.ndarray:
+    """k distinct row numbers out of n, sorted, the same every time (seeded)."""
+    rng = np.random.default_rng(SEED)
+    return np.sort(rng.choice(n, size=min(n, k), replace=False))
+
+
+def build_binary(codes: np.ndarray, owners: np.ndarray, *, exact_limit: int, nprobe: int) -> BinaryIndex:
+    """An index of `codes` in memory: flat up to `exact_limit` codes, inverted lists above."""
     codes = np.ascontiguousarray(codes, np.uint8)
     bits = codes.shape[1] * 8 if codes.ndim == 2 and codes.shape[1] else 64
-    if len(codes) <= exact_limit:
-        index: faiss.IndexBinary = faiss.IndexBinaryFlat(bits)
-    else:
-        nlist = int(min(65536, 2 ** round(np.log2(4 * np.sqrt(len(codes))))))
-        quantizer = faiss.IndexBinaryFlat(bits)
-        ivf = faiss.IndexBinaryIVF(quantizer, bits, nlist)
-        ivf.own_fields = True
-        quantizer.this.disown()
-        rng = np.random.default_rng(0)
-        sample = codes[rng.choice(len(codes), size=min(len(codes), 64 * nlist), replace=False)]
-        ivf.train(sample)
-        ivf.nprobe = nprobe
-        index = ivf
-    if len(codes):
-        index.add(codes)
-    return BinaryIndex(index, np.ascontiguousarray(owners, np.int64))
+    sample = codes[np.random.default_rng(SEED).permutation(random_rows(len(codes), len(codes) // 16 + 16))]
+    part = new_binary(bits, len(codes), sample, exact_limit=exact_limit, nprobe=nprobe)
+    part.add(codes, owners)
+    return part
 
 
 @dataclass
@@ -85,25 +142,31 @@ class CatalogIndex:
     def build(cls, store: Store) -> CatalogIndex:
         generation = store.generation
         ids, phashes, dhashes = store.hash_table()
-        owner_chunks, code_chunks = [], []
-        for image_id, descriptors in store.iter_descriptors():
-            owner_chunks.append(np.full(len(descriptors), image_id, np.int64))
-            code_chunks.append(descriptors)
-        descriptors = np.concatenate(code_chunks) if code_chunks else np.zeros((0, 32), np.uint8)
-        owners = np.concatenate(owner_chunks) if owner_chunks else np.zeros(0, np.int64)
         return cls(
             generation=generation,
             phash=build_binary(phashes, ids, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
             dhash=build_binary(dhashes, ids, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
-            features=build_binary(descriptors, owners, exact_limit=FEATURE_EXACT_LIMIT, nprobe=FEATURE_NPROBE),
+            features=cls._build_features(store),
         )
+
+    @staticmethod
+    def _build_features(store: Store) -> BinaryIndex:
+        """Streamed from the store, a batch of images at a time: the build holds the index and
+        one batch, never every descriptor twice (100,000 images are ~60M descriptors)."""
+        total = store.descriptor_count()
+        nlist_max = max(16, total // LIST_SIZE * 2)
+        rows = random_rows(total, nlist_max)
+        sample = store.descriptor_rows(rows)[np.random.default_rng(SEED).permutation(len(rows))]
+        part = new_binary(256, total, sample, exact_limit=FEATURE_EXACT_LIMIT, nprobe=FEATURE_NPROBE)
+        for owners, codes in store.iter_descriptor_batches():
+            part.add(codes, owners)
+        return part
 
     def save(self, folder: str, catalog_id: str) -> None:
         """Write every file atomically (temp file + rename); the JSON stamp goes last."""
         for name in ("phash", "dhash", "features"):
             part: BinaryIndex = getattr(self, name)
             _atomic(folder, f"{name}.faiss", lambda p, part=part: faiss.write_index_binary(part.index, p))
-            _atomic(folder, f"{name}.owners.npy", lambda p, part=part: _write_npy(p, part.owners))
         stamp = {"format": INDEX_FORMAT, "catalog_id": catalog_id, "generation": self.generation,
                  "sizes": {n: getattr(self, n).size for n in ("phash", "dhash", "features")}}
         _atomic(folder, "index.json", lambda p: _write_text(p, json.dumps(stamp)))
@@ -121,10 +184,10 @@ class CatalogIndex:
             parts = {}
             for name in ("phash", "dhash", "features"):
                 index = faiss.read_index_binary(os.path.join(folder, f"{name}.faiss"))
-                owners = np.load(os.path.join(folder, f"{name}.owners.npy"))
-                if index.ntotal != len(owners) or index.ntotal != stamp["sizes"][name]:
+                if index.ntotal != stamp["sizes"][name]:
                     return None
-                parts[name] = BinaryIndex(index, owners)
+                parts[name] = BinaryIndex(index)
+                parts[name].tune(FEATURE_NPROBE if name == "features" else HASH_NPROBE)
         except (OSError, ValueError, KeyError, RuntimeError):
             return None
         return cls(generation=generation, **parts)
@@ -140,11 +203,6 @@ class CatalogIndex:
             except (OSError, RuntimeError):
                 pass  # a read-only catalog folder still scans, it just rebuilds every time
         return index
-
-
-def _write_npy(path: str, array: np.ndarray) -> None:
-    with open(path, "wb") as handle:  # a handle: np.save(path) would append ".npy" to a temp name
-        np.save(handle, array)
 
 
 def _write_text(path: str, text: str) -> None:

@@ -127,8 +127,7 @@ class Matcher:
         import faiss
 
         store_bytes = _snapshot(self.store_path)
-        parts = {n: (faiss.serialize_index_binary(getattr(self.index, n).index), getattr(self.index, n).owners)
-                 for n in ("phash", "dhash", "features")}
+        parts = {n: faiss.serialize_index_binary(getattr(self.index, n).index) for n in ("phash", "dhash", "features")}
         return {"parts": parts, "generation": self.index.generation, "store": store_bytes,
                 "threshold": self.threshold, "top": self.top}
 
@@ -137,8 +136,7 @@ class Matcher:
 
         from .index import BinaryIndex
 
-        parts = {n: BinaryIndex(faiss.deserialize_index_binary(blob), owners)
-                 for n, (blob, owners) in state["parts"].items()}
+        parts = {n: BinaryIndex(faiss.deserialize_index_binary(blob)) for n, blob in state["parts"].items()}
         folder = tempfile.mkdtemp(prefix="imguard-worker-")
         weakref.finalize(self, shutil.rmtree, folder, True)
         store_path = os.path.join(folder, "catalog.sqlite")
@@ -238,7 +236,7 @@ class Matcher:
             for mirrored in (False, True):
                 key = f"{name}_mirror" if mirrored else name
                 codes = np.frombuffer(b"".join(q.fp.hashes[key] for q in queries), np.uint8).reshape(-1, 8)
-                distances, _, owners = part.search(codes, HASH_K)
+                distances, owners = part.search(codes, HASH_K)
                 for q, row_d, row_o in zip(queries, distances, owners):
                     for d, owner in zip(row_d, row_o):
                         if owner >= 0 and d <= HASH_RADIUS and int(owner) not in q.hash_hits:
@@ -267,7 +265,7 @@ class Matcher:
             q.points, q.mirror_points = features.features_and_mirror(grey)
         descriptors = [d for q in queries for d in (q.points[1], q.mirror_points[1])]
         counts = [len(d) for d in descriptors]
-        distances, _, owners = self.index.features.search(np.concatenate(descriptors), VOTE_K)
+        distances, owners = self.index.features.search(np.concatenate(descriptors), VOTE_K)
         bounds = np.cumsum([0] + counts)
         for i, q in enumerate(queries):
             votes: Counter[int] = Counter()

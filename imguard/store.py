@@ -271,12 +271,26 @@ class Store:
         dhashes = np.frombuffer(b"".join(r[2] for r in rows), np.uint8).reshape(-1, 8)
         return ids, phashes, dhashes
 
-    def iter_descriptors(self, batch: int = 2048) -> Iterator[tuple[int, np.ndarray]]:
-        """(image id, descriptors) for every catalog image, ordered by id, streamed."""
+    def descriptor_count(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(SUM(LENGTH(descriptors)), 0) / 32 FROM features").fetchone()[0])
+
+    def iter_descriptor_batches(self, batch: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(owner image ids, descriptors N×32) of `batch` catalog images at a time, by image id:
+        the whole catalog's descriptors never sit in memory at once."""
         cursor = self._db.execute("SELECT image_id, descriptors FROM features ORDER BY image_id")
         while rows := cursor.fetchmany(batch):
-            for image_id, blob in rows:
-                yield image_id, np.frombuffer(blob, np.uint8).reshape(-1, 32)
+            counts = [len(blob) // 32 for _, blob in rows]
+            owners = np.repeat(np.array([r[0] for r in rows], np.int64), counts)
+            yield owners, np.frombuffer(b"".join(blob for _, blob in rows), np.uint8).reshape(-1, 32)
+
+    def descriptor_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The descriptors at the given sorted row numbers of the `iter_descriptor_batches` order."""
+        picked, start = [], 0
+        for _, codes in self.iter_descriptor_batches():
+            lo, hi = np.searchsorted(rows, [start, start + len(codes)])
+            picked.append(codes[rows[lo:hi] - start])
+            start += len(codes)
+        return np.concatenate(picked) if picked else np.zeros((0, 32), np.uint8)
 
     def reference(self, image_id: int, *, with_features: bool = True) -> Reference:
         row = self._db.execute(
@@ -311,9 +325,7 @@ class Store:
             "SELECT COUNT(*) FROM images WHERE sku IS NOT NULL OR asin IS NOT NULL OR url IS NOT NULL"
             " OR title IS NOT NULL"
         ).fetchone()[0]
-        descriptors = self._db.execute(
-            "SELECT COALESCE(SUM(LENGTH(descriptors)), 0) / 32 FROM features"
-        ).fetchone()[0]
+        descriptors = self.descriptor_count()
         return {
             "images": int(images),
             "bytes": int(nbytes),

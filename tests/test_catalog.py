@@ -399,3 +399,25 @@ def test_schema_1_store_is_migrated_and_refingerprinted(catalog_copy, tmp_path, 
         assert (again.added, again.updated, again.unchanged) == (0, n, 0)
         assert cat.store.outdated() == []
         assert any(m.matched_by == "sha256" for m in cat.scan(catalog_copy / "coffee.jpg", jobs=1))
+
+
+def test_inverted_file_indexes_find_the_copies_exact_search_finds(fixtures, catalog_copy, tmp_path, monkeypatch,
+                                                                  default_scan):
+    """Forced below their size limits, the IVF indexes (random-sample centroids, two-level
+    quantizer) are built, saved, loaded with their probes, and find the copies flat search finds."""
+    from imguard import index as index_module
+
+    monkeypatch.setattr(index_module, "HASH_EXACT_LIMIT", 0)
+    monkeypatch.setattr(index_module, "FEATURE_EXACT_LIMIT", 0)
+    monkeypatch.setattr(index_module, "LIST_SIZE", 3)  # enough lists for the two-level quantizer
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        cat.add(catalog_copy, jobs=1)
+        kinds = {n: getattr(cat.index, n).kind for n in ("phash", "dhash", "features")}
+        assert all(kind.startswith("IVF") for kind in kinds.values()), kinds
+        assert int(kinds["features"].split("nlist=")[1].split()[0]) > 1024  # two-level quantizer
+        found = {(base(m.query), base(m.reference)) for m in cat.scan(fixtures.competitors, jobs=1)}
+    exact = {(base(m.query), base(m.reference)) for m in default_scan}
+    assert len(found & exact) >= 0.9 * len(exact)
+    with imguard.Catalog.open(tmp_path / "guard", create=False) as cat:  # loaded from disk
+        loaded = CatalogIndex.load(str(tmp_path / "guard"), cat.store)
+        assert loaded is not None and loaded.features.kind == kinds["features"]
