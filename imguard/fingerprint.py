@@ -20,6 +20,7 @@ from . import features, hashing, load
 FINGERPRINT_VERSION = 2
 THUMB_SIDE = 256  # reference pixels kept in the store for verification and evidence
 THUMB_QUALITY = 90
+REGION_MIN_SIDE = 48  # original pixels: a smaller sub-picture holds too little to be verified
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,23 @@ def fingerprint_view(
         descriptors=descriptors,
         thumbnail=encode_thumbnail(view.rgb) if with_thumbnail else None,
     )
+
+
+def region_hashes(view: View) -> list[tuple[hashing.Box, dict[str, bytes]]]:
+    """The sub-pictures of a composite view (see `hashing.regions`), each trimmed like a
+    canonical view, with its global hashes: a photo pasted into a collage, a screenshot or a meme
+    is found by the hash of its own region. Boxes are in view pixels."""
+    out = []
+    original_per_view = (view.box[2] - view.box[0]) / view.rgb.shape[1]
+    for x0, y0, x1, y1 in hashing.regions(view.rgb):
+        crop = view.rgb[y0:y1, x0:x1]
+        tx0, ty0, tx1, ty1 = hashing.trim_box(crop)
+        box = (x0 + tx0, y0 + ty0, x0 + tx1, y0 + ty1)
+        if min(box[2] - box[0], box[3] - box[1]) * original_per_view < REGION_MIN_SIDE:
+            continue
+        grey = cv2.cvtColor(np.ascontiguousarray(view.rgb[box[1]:box[3], box[0]:box[2]]), cv2.COLOR_RGB2GRAY)
+        out.append((box, hashing.global_hashes(grey)))
+    return out
 
 
 def encode_thumbnail(rgb: np.ndarray) -> bytes:

@@ -51,11 +51,16 @@ def trim_box(rgb: np.ndarray) -> Box:
 
 def _uniform_lines(lines: np.ndarray) -> int:
     """Number of leading lines (axis 0 of `lines`: line, pixel, channel) that are near-uniform
-    and close in colour to the first line. One vectorised pass over the small strided image."""
+    and close in colour to the first line. Looked at in growing chunks from the edge: most
+    pictures stop within the first."""
     reference = np.median(lines[0], axis=0).astype(np.int16)
-    close = (np.abs(lines.astype(np.int16) - reference).max(axis=2) <= TRIM_TOLERANCE).mean(axis=1)
-    uniform = close >= TRIM_SHARE
-    return len(uniform) if uniform.all() else int(np.argmin(uniform))
+    start, chunk = 0, 8
+    while start < len(lines):
+        uniform = (_distance(lines[start:start + chunk], reference) <= TRIM_TOLERANCE).mean(axis=1) >= TRIM_SHARE
+        if not uniform.all():
+            return start + int(np.argmin(uniform))
+        start, chunk = start + chunk, chunk * 2
+    return len(lines)
 
 
 def _trim_once(rgb: np.ndarray) -> Box:
@@ -70,6 +75,87 @@ def _trim_once(rgb: np.ndarray) -> Box:
     if top + bottom >= height or left + right >= width:
         return (0, 0, width, height)
     return (left, top, width - right, height - bottom)
+
+
+# Sub-pictures of a composite (see `regions`).
+GAP_SHARE = 0.01  # a gap between sub-pictures: uniform lines over at least this share of the side
+REGION_MIN_AREA = 0.02  # of the picture: smaller content is a logo or a line of text
+REGION_MAX_AREA = 0.85  # of the picture: larger is the picture itself, hashed already
+REGION_DEPTH = 4
+REGION_LIMIT = 8
+
+
+def regions(rgb: np.ndarray) -> list[Box]:
+    """Sub-pictures of a composite: a collage's cells, the photo in a screenshot of a listing,
+    the picture under a meme's caption. Blocks of content separated by near-uniform gaps, found
+    by recursive XY-cut (the classic page-layout split), each trimmed; largest first, at most
+    REGION_LIMIT. A picture without such gaps has none.
+
+    Works on a strided view (~192 px on the long side) and maps the boxes back.
+    """
+    height, width = rgb.shape[:2]
+    step = max(1, max(height, width) // 192)
+    small = np.ascontiguousarray(rgb[::step, ::step])
+    sh, sw = small.shape[:2]
+    gap_rows, gap_cols = max(2, round(GAP_SHARE * sh)), max(2, round(GAP_SHARE * sw))
+    found: list[Box] = []
+    stack: list[tuple[Box, int]] = [((0, 0, sw, sh), REGION_DEPTH)]
+    while stack:
+        (x0, y0, x1, y1), depth = stack.pop()
+        block = small[y0:y1, x0:x1]
+        rows = _content_runs(_uniform_each(block), gap_rows)
+        cols = _content_runs(_uniform_each(block.transpose(1, 0, 2)), gap_cols)
+        if not rows or not cols:
+            continue
+        box = (x0 + cols[0][0], y0 + rows[0][0], x0 + cols[-1][1], y0 + rows[-1][1])
+        if depth < REGION_DEPTH:
+            found.append(box)
+        if depth == 0 or (len(rows) == 1 and len(cols) == 1):
+            continue
+        # Split along the axis with the widest gap; the other axis is split one level down.
+        if len(cols) == 1 or (len(rows) > 1 and _widest_gap(rows) / (y1 - y0) >= _widest_gap(cols) / (x1 - x0)):
+            parts = [(box[0], y0 + a, box[2], y0 + b) for a, b in rows]
+        else:
+            parts = [(x0 + a, box[1], x0 + b, box[3]) for a, b in cols]
+        # Parts too small to hold a region are not split further (lines of text, icons).
+        stack.extend((p, depth - 1) for p in parts if (p[2] - p[0]) * (p[3] - p[1]) >= REGION_MIN_AREA * sw * sh)
+    area = float(sw * sh)
+    kept = {b for b in found if REGION_MIN_AREA <= (b[2] - b[0]) * (b[3] - b[1]) / area <= REGION_MAX_AREA
+            and min(b[2] - b[0], b[3] - b[1]) >= 8}
+    ranked = sorted(kept, key=lambda b: (-(b[2] - b[0]) * (b[3] - b[1]), b))[:REGION_LIMIT]
+    return [(b[0] * step, b[1] * step, min(width, b[2] * step), min(height, b[3] * step)) for b in ranked]
+
+
+def _uniform_each(lines: np.ndarray) -> np.ndarray:
+    """Per line (axis 0 of line × pixel × channel): is it near-uniform? Each line is judged
+    against its own median colour, taken over a few of its pixels."""
+    samples = lines[:, np.linspace(0, lines.shape[1] - 1, 9).astype(int)]
+    reference = np.median(samples, axis=1).astype(np.int16)[:, None, :]
+    return (_distance(lines, reference) <= TRIM_TOLERANCE).mean(axis=1) >= TRIM_SHARE
+
+
+def _distance(pixels: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Largest per-channel difference of RGB pixels from a colour (channel by channel: numpy's
+    reductions over a last axis of 3 are slow)."""
+    d = np.abs(pixels.astype(np.int16) - colour)
+    return np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2])
+
+
+def _content_runs(uniform: np.ndarray, min_gap: int) -> list[tuple[int, int]]:
+    """(start, stop) of the runs of non-uniform lines, merged across gaps shorter than min_gap."""
+    edges = np.diff(np.r_[1, uniform.astype(np.int8), 1])
+    runs = list(zip(np.nonzero(edges == -1)[0].tolist(), np.nonzero(edges == 1)[0].tolist()))
+    merged: list[list[int]] = []
+    for start, stop in runs:
+        if merged and start - merged[-1][1] < min_gap:
+            merged[-1][1] = stop
+        else:
+            merged.append([start, stop])
+    return [(a, b) for a, b in merged]
+
+
+def _widest_gap(runs: list[tuple[int, int]]) -> int:
+    return max((b[0] - a[1] for a, b in zip(runs, runs[1:])), default=0)
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -112,7 +198,7 @@ def global_hashes(grey: np.ndarray) -> dict[str, bytes]:
     the area resize, and it saves shrinking the full view four times.
     """
     small_p = shrink(grey, (32, 32))
-    small_d = shrink(grey, (9, 8))
+    small_d = shrink(small_p, (9, 8))  # from the 32×32: OpenCV's area shrink is slow at big ratios
     return {
         "phash": pack(phash_bits(small_p)),
         "dhash": pack(dhash_bits(small_d)),

@@ -1,17 +1,21 @@
 """Queries → matches: find catalog images in competitor images.
 
 Per chunk of query files (one unit of parallel work):
-1. decode to the canonical view, compute the global hashes; a byte-identical file is a match at 1.0;
-2. search the pHash/dHash indexes (both orientations, batched); each hash hit gets the cheap
-   dense check at the identity alignment: a confident one is the fast path, and ends there;
-3. otherwise extract ORB features (and those of the mirror image), search the descriptor index
-   (batched), and let the neighbours vote for catalog images;
-4. verify the best-voted candidates: RANSAC affine fit, then the dense check of the aligned pair;
-5. score, explain, keep what passes the threshold.
+1. decode to the canonical view and hash it, and the sub-pictures of a composite (a collage's
+   cells, the photo in a screenshot); a byte-identical file is a match at 1.0;
+2. search the pHash/dHash indexes (both orientations, batched); each hash hit is verified where
+   the hash says it is (the dense check of `verify`): a confident one is the fast path, and ends there;
+3. otherwise extract ORB features of the view (and of its mirror image), search the descriptor
+   index (batched), and let the neighbours vote for catalog images; verify the best-voted with
+   RANSAC, then the dense check;
+4. a composite still without a confident match gets the same on each sub-picture, cut from the
+   full-resolution image: a copy pasted small into a screenshot has too few pixels in the view;
+5. rank siblings (see `rank_siblings`), keep what passes the threshold.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sqlite3
@@ -20,6 +24,7 @@ import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from . import features, fingerprint, hashing, load, sources, verify
@@ -28,16 +33,26 @@ from .index import CatalogIndex
 from .store import Reference, Store
 
 DEFAULT_THRESHOLD = 0.77
-HASH_K = 4  # nearest catalog hashes looked at per query hash
+HASH_K = 8  # nearest catalog hashes looked at per query hash
 HASH_RADIUS = 18  # of 64 bits: a hash hit worth the cheap check
-FAST_ACCEPT = 0.6  # dense score at identity alignment that needs no local features
+HASH_VERIFIED = 4  # hash hits verified per query, nearest first
+HASH_FEATURES = 0.2  # a hash hit verified at least this well is verified with local features too
+FAST_ACCEPT = 0.85  # a verified hash hit this good needs no local features
+REGION_SEARCHES = 4  # sub-pictures of a composite searched with local features, largest first
+REGION_SIDE = 512  # their long side when searched: the canonical view's
 VOTE_K = 4  # neighbours per query descriptor
-VOTE_DISTANCE = 64  # of 256 bits
-MIN_VOTES = 4
+VOTE_DISTANCE = 44  # of 256 bits: a neighbour this near is a vote (random pairs lie near 128)
+MIN_VOTES = 8  # distinct query descriptors that voted: fewer is what any image gets by chance
 VOTED_CANDIDATES = 4  # catalog images verified per query, best-voted first
-RECOLOUR_BEST = 0.6  # colour agreement of the best match above which recolour siblings are dropped
-RECOLOUR_GAP = 0.4
-RECOLOUR_STRUCTURE = 0.1
+# Siblings: two catalog images that explain the same query (a photo and its zoomed detail, two
+# recolours of one photo). See `rank_siblings`.
+SIBLING_NEAR = 0.2  # a sibling this much less confident can still outrank by explaining better
+SIBLING_COVERAGE = 0.2  # "explains more of the query" by at least this share
+SIBLING_SAME = 0.1  # structure and coverage this close: the same photo
+SIBLING_COLOUR = 0.15  # colour agreement this much better: the copied colour variant
+SHARED_REGION = 0.7  # two matches whose query regions overlap this much explain the same copy
+PLAUSIBLE_SCALE = 1.25  # a copy is rarely enlarged more than this from its source
+ENLARGED_SCALE = 1.5
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,7 @@ class Explanation:
     query_region: tuple[int, int, int, int]  # where that part sits in the query, its pixels
     structure: float  # share of the region's textured blocks that agree, [0, 1]
     colour: float  # colour agreement over the region, [0, 1]
+    coverage: float = 0.0  # share of the query's textured area that the copied region accounts for
 
 
 @dataclass(frozen=True)
@@ -91,15 +107,56 @@ class Outcome:
 
 
 @dataclass(eq=False)
+class _Picture:
+    """Part of a query that can hold a copy: its canonical view, or a sub-picture of it."""
+
+    rgb: np.ndarray
+    box: hashing.Box  # what it shows of the query file, in original pixels
+    hashes: dict[str, bytes] = field(default_factory=dict)
+    points: features.Features | None = None  # ORB keypoints and descriptors, when extracted
+    mirror_points: features.Features | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.rgb.shape[1], self.rgb.shape[0])
+
+    @property
+    def detail(self) -> float:
+        """Original pixels per picture pixel (below 1 when a small original was upscaled)."""
+        return (self.box[2] - self.box[0]) / self.size[0]
+
+    @property
+    def frame(self) -> np.ndarray:
+        """Picture pixels → original pixels (3×3)."""
+        return np.linalg.inv(_frame(self.box, self.size))
+
+    def extract_features(self) -> None:
+        grey = cv2.cvtColor(self.rgb, cv2.COLOR_RGB2GRAY)
+        self.points, self.mirror_points = features.features_and_mirror(grey)
+
+
+@dataclass(eq=False)
 class _Query:
     path: str
-    decoded: load.Decoded
-    view: fingerprint.View
+    data: bytes
     fp: fingerprint.Fingerprint
+    view: _Picture
+    regions: list[_Picture]  # sub-pictures of a composite view (cut from the view)
     results: dict[int, Match] = field(default_factory=dict)
-    hash_hits: dict[int, bool] = field(default_factory=dict)  # candidate id → mirrored
-    points: tuple[np.ndarray, np.ndarray] | None = None
-    mirror_points: tuple[np.ndarray, np.ndarray] | None = None
+    # catalog image id → the hash hits on it: (picture, mirrored, Hamming distance)
+    hash_hits: dict[int, list[tuple[_Picture, bool, int]]] = field(default_factory=dict)
+    _texture: np.ndarray | None = None
+
+    @property
+    def texture(self) -> np.ndarray:
+        """Centres (x, y) of the query view's textured blocks: what a match's coverage counts."""
+        if self._texture is None:
+            self._texture = verify.textured_centres(cv2.cvtColor(self.view.rgb, cv2.COLOR_RGB2GRAY))
+        return self._texture
+
+    @property
+    def best(self) -> float:
+        return max((m.score for m in self.results.values()), default=0.0)
 
 
 class Matcher:
@@ -119,7 +176,7 @@ class Matcher:
         self._store: Store | None = None
         self._pid = -1
         self._cache: dict[int, Reference] = {}
-        self._thumbs: dict[int, np.ndarray] = {}
+        self._canvases: dict[int, verify.Canvas] = {}
 
     # -- shipping to other processes --------------------------------------------------------
 
@@ -151,7 +208,7 @@ class Matcher:
             self._store = Store.open(os.path.dirname(self.store_path), create=False, readonly=True)
             self._pid = os.getpid()
             self._cache = {}
-            self._thumbs = {}
+            self._canvases = {}
         return self._store
 
     def reference(self, image_id: int) -> Reference:
@@ -162,14 +219,14 @@ class Matcher:
             ref = self._cache[image_id] = self.store.reference(image_id)
         return ref
 
-    def _thumbnail(self, ref: Reference) -> np.ndarray:
-        """The reference's decoded thumbnail, decoded once per worker while it stays cached."""
-        thumb = self._thumbs.get(ref.id)
-        if thumb is None:
-            if len(self._thumbs) > 512:
-                self._thumbs.clear()
-            thumb = self._thumbs[ref.id] = fingerprint.decode_thumbnail(ref.thumbnail)
-        return thumb
+    def _canvas(self, ref: Reference) -> verify.Canvas:
+        """The reference's thumbnail prepared for dense checks, once per worker while cached."""
+        canvas = self._canvases.get(ref.id)
+        if canvas is None:
+            if len(self._canvases) > 512:
+                self._canvases.clear()
+            canvas = self._canvases[ref.id] = verify.Canvas.of(fingerprint.decode_thumbnail(ref.thumbnail))
+        return canvas
 
     # -- the pipeline -----------------------------------------------------------------------
 
@@ -185,16 +242,11 @@ class Matcher:
                 data = fetched[path] if path in fetched else load.read_bytes(path)
                 if isinstance(data, ImageError):
                     raise data
-                decoded = load.decode(data, path, features.FEATURE_SIDE)
-                view = fingerprint.canonical_view(decoded)
-                fp = fingerprint.fingerprint_view(view, decoded, with_features=False)
+                queries.append((outcome, _query(path, data)))
             except ImageError as exc:
                 outcome.error = ScanError(path, exc.reason)
-                continue
             except Exception as exc:  # a decoder or OpenCV failure on one hostile file
                 outcome.error = ScanError(path, f"cannot process image ({type(exc).__name__}: {exc})")
-                continue
-            queries.append((outcome, _Query(path, decoded, view, fp)))
         try:
             self._match_queries(queries)
         except Exception:
@@ -211,12 +263,13 @@ class Matcher:
         queries = [q for _, q in batch]
         self._exact(queries)
         self._hash_candidates(queries)
-        unresolved = []
+        for q in queries:
+            self._verify_hash_hits(q)
         for outcome, q in batch:
-            outcome.fast_path = self._fast_path(q)
-            if not outcome.fast_path:
-                unresolved.append(q)
-        self._feature_candidates(unresolved)
+            outcome.fast_path = q.best >= FAST_ACCEPT
+        self._feature_candidates([(q, q.view) for q in queries if q.best < FAST_ACCEPT])
+        composites = [q for q in queries if q.regions and q.best < FAST_ACCEPT]
+        self._feature_candidates([(q, picture) for q in composites for picture in _fine_regions(q)])
         for outcome, q in batch:
             outcome.matches = self._select(q)
 
@@ -225,88 +278,115 @@ class Matcher:
             for image_id in self.store.ids_with_sha256(q.fp.sha256):
                 ref = self.reference(image_id)
                 full = (0, 0, ref.width, ref.height)
-                explanation = Explanation("sha256", 1.0, 0.0, False, 0, full, (0, 0, q.fp.width, q.fp.height), 1.0, 1.0)
+                explanation = Explanation("sha256", 1.0, 0.0, False, 0, full, (0, 0, q.fp.width, q.fp.height),
+                                          1.0, 1.0, 1.0)
                 q.results[image_id] = self._match(q, ref, 1.0, explanation)
 
     def _hash_candidates(self, queries: list[_Query]) -> None:
+        """Search every picture's hashes (each query's view, then its regions) in one batch."""
         if not queries or self.index.phash.size == 0:
             return
+        pictures = [(q, q.view) for q in queries] + [(q, r) for q in queries for r in q.regions]
         for name in ("phash", "dhash"):
             part = getattr(self.index, name)
             for mirrored in (False, True):
                 key = f"{name}_mirror" if mirrored else name
-                codes = np.frombuffer(b"".join(q.fp.hashes[key] for q in queries), np.uint8).reshape(-1, 8)
+                codes = np.frombuffer(b"".join(p.hashes[key] for _, p in pictures), np.uint8).reshape(-1, 8)
                 distances, owners = part.search(codes, HASH_K)
-                for q, row_d, row_o in zip(queries, distances, owners):
+                for (q, picture), row_d, row_o in zip(pictures, distances, owners):
                     for d, owner in zip(row_d, row_o):
-                        if owner >= 0 and d <= HASH_RADIUS and int(owner) not in q.hash_hits:
-                            q.hash_hits[int(owner)] = mirrored
+                        if owner < 0 or d > HASH_RADIUS:
+                            continue
+                        hits = q.hash_hits.setdefault(int(owner), [])
+                        same = [k for k, (p, m, _) in enumerate(hits) if p is picture and m == mirrored]
+                        if not same:
+                            hits.append((picture, mirrored, int(d)))
+                        elif d < hits[same[0]][2]:
+                            hits[same[0]] = (picture, mirrored, int(d))
 
-    def _fast_path(self, q: _Query) -> bool:
-        """Check hash hits at the identity alignment; True when one is confident enough that
-        local features would add nothing."""
-        confident = any(m.score >= FAST_ACCEPT for m in q.results.values())
-        for image_id, mirrored in q.hash_hits.items():
-            if image_id in q.results:
+    def _verify_hash_hits(self, q: _Query) -> None:
+        """A hash hit says where the copy is: the whole picture that was hashed. The nearest
+        HASH_VERIFIED catalog images are verified there (products on white hash alike: many
+        images fall within the radius of some picture's hash)."""
+        nearest = sorted(q.hash_hits, key=lambda image_id: min(d for _, _, d in q.hash_hits[image_id]))
+        for image_id in list(nearest[HASH_VERIFIED:]):
+            del q.hash_hits[image_id]
+        for image_id, hits in q.hash_hits.items():
+            if image_id in q.results:  # byte-identical already
                 continue
             ref = self.reference(image_id)
-            alignment = verify.identity_alignment(q.fp.view_size, ref.view_size, mirrored)
-            match = self._verified(q, ref, alignment, "hash")
-            if match.score > 0:
-                q.results[image_id] = match
-                confident = confident or match.score >= FAST_ACCEPT
-        return confident
+            for picture, mirrored, _ in hits:
+                alignment = verify.box_alignment((0, 0, *picture.size), picture.size, ref.view_size, mirrored)
+                self._keep(q, image_id, self._verified(q, picture, ref, alignment, "hash"))
 
-    def _feature_candidates(self, queries: list[_Query]) -> None:
-        if not queries or self.index.features.size == 0:
+    def _feature_candidates(self, pictures: list[tuple[_Query, _Picture]]) -> None:
+        """Local features of the pictures, searched in one batch. The catalog images most of a
+        picture's descriptors have a near neighbour in, and the query's hash hits, are verified:
+        keypoints matched exactly, RANSAC, the dense check."""
+        if not pictures or self.index.features.size == 0:
             return
-        grey_views = [q.view.grey for q in queries]
-        for q, grey in zip(queries, grey_views):
-            q.points, q.mirror_points = features.features_and_mirror(grey)
-        descriptors = [d for q in queries for d in (q.points[1], q.mirror_points[1])]
-        counts = [len(d) for d in descriptors]
+        for _, picture in pictures:
+            if picture.points is None:
+                picture.extract_features()
+        orientations = [p.points for _, p in pictures] + [p.mirror_points for _, p in pictures]
+        descriptors = [points[1] for points in orientations]
+        bounds = np.cumsum([0] + [len(d) for d in descriptors])
         distances, owners = self.index.features.search(np.concatenate(descriptors), VOTE_K)
-        bounds = np.cumsum([0] + counts)
-        for i, q in enumerate(queries):
-            votes: Counter[int] = Counter()
-            for part in (2 * i, 2 * i + 1):
-                d = distances[bounds[part]: bounds[part + 1]]
-                o = owners[bounds[part]: bounds[part + 1]]
-                for row_d, row_o in zip(d, o):
-                    votes.update({int(x) for x, dist in zip(row_o, row_d) if x >= 0 and dist <= VOTE_DISTANCE})
-            candidates = [c for c, n in votes.most_common(VOTED_CANDIDATES) if n >= MIN_VOTES]
-            candidates += [c for c in q.hash_hits if c not in candidates]
-            for image_id in candidates:
+        owners[distances > VOTE_DISTANCE] = -1
+        n = len(pictures)
+        for i, (q, picture) in enumerate(pictures):
+            plain, mirror = (_votes(owners[bounds[k]:bounds[k + 1]]) for k in (i, i + n))
+            # Each candidate is verified in the orientations that voted for it.
+            mirrors: dict[int, list[bool]] = {}
+            for image_id, count in (plain + mirror).most_common(VOTED_CANDIDATES):
+                if count < MIN_VOTES:
+                    break
+                mirrors[image_id] = [m for m, votes in ((False, plain), (True, mirror))
+                                     if votes[image_id] >= MIN_VOTES // 2] or [mirror[image_id] > plain[image_id]]
+            if picture is q.view:  # hash hits that verified in part: their alignment may be off
+                for image_id in q.hash_hits:
+                    known = q.results.get(image_id)
+                    if known is not None and known.score >= HASH_FEATURES:
+                        mirrors.setdefault(image_id, [False, True])
+            for image_id, mirrored in mirrors.items():
                 known = q.results.get(image_id)
-                if known is not None and known.explanation.matched_by == "sha256":
+                if known is not None and known.matched_by == "sha256":
                     continue
-                match = self._geometric(q, self.reference(image_id))
-                if match is not None and (known is None or match.score > known.score):
-                    q.results[image_id] = match
+                ref = self.reference(image_id)
+                match = self._geometric(q, picture, ref, mirrored)
+                if match is not None:
+                    self._keep(q, image_id, match)
                 elif known is None:
-                    q.results.setdefault(image_id, self._unverified(q, self.reference(image_id)))
+                    q.results[image_id] = self._unverified(q, ref)
 
-    def _geometric(self, q: _Query, ref: Reference) -> Match | None:
-        assert q.points is not None and q.mirror_points is not None
+    def _geometric(self, q: _Query, picture: _Picture, ref: Reference, mirrored: list[bool]) -> Match | None:
+        assert picture.points is not None and picture.mirror_points is not None
         best: verify.Alignment | None = None
-        for mirrored, (points, descriptors) in ((False, q.points), (True, q.mirror_points)):
-            alignment = verify.match_keypoints(points, descriptors, ref.keypoints, ref.descriptors, mirrored)
+        for mirror in mirrored:
+            points, descriptors = picture.mirror_points if mirror else picture.points
+            alignment = verify.match_keypoints(points, descriptors, ref.keypoints, ref.descriptors, mirror)
             if alignment is not None and (best is None or alignment.inliers > best.inliers):
                 best = alignment
         if best is None:
             return None
-        return self._verified(q, ref, best, "features")
+        return self._verified(q, picture, ref, best, "features")
 
-    def _verified(self, q: _Query, ref: Reference, alignment: verify.Alignment, method: str) -> Match:
-        thumb = self._thumbnail(ref)
-        check = verify.dense_check(thumb, ref.view_size, q.view.rgb, alignment)
-        explanation = _explain(q, ref, alignment, check, thumb.shape[1], thumb.shape[0], method)
-        return self._match(q, ref, round(check.score, 4), explanation)
+    @staticmethod
+    def _keep(q: _Query, image_id: int, match: Match) -> None:
+        """Keep the better of two verifications of one catalog image."""
+        known = q.results.get(image_id)
+        if known is None or match.score > known.score:
+            q.results[image_id] = match
+
+    def _verified(self, q: _Query, picture: _Picture, ref: Reference, alignment: verify.Alignment,
+                  method: str) -> Match:
+        check = verify.dense_check(self._canvas(ref), ref.view_size, picture.rgb, alignment, query_detail=picture.detail)
+        return self._match(q, ref, round(check.score, 4), _explain(q, picture, ref, check, method))
 
     def _unverified(self, q: _Query, ref: Reference) -> Match:
         """A candidate that failed verification: reported only with threshold 0 (evaluation)."""
         zero = (0, 0, 0, 0)
-        return self._match(q, ref, 0.0, Explanation("features", 0.0, 0.0, False, 0, zero, zero, 0.0, 0.0))
+        return self._match(q, ref, 0.0, Explanation("features", 0.0, 0.0, False, 0, zero, zero, 0.0, 0.0, 0.0))
 
     def _match(self, q: _Query, ref: Reference, score: float, explanation: Explanation) -> Match:
         distances = {
@@ -321,7 +401,7 @@ class Matcher:
         )
 
     def _select(self, q: _Query) -> list[Match]:
-        ranked = _drop_recolours(sorted(q.results.values(), key=rank_key))
+        ranked = rank_siblings(list(q.results.values()))
         if self.threshold > 0:
             ranked = [m for m in ranked if m.score >= self.threshold]
         if self.top is not None:
@@ -329,23 +409,100 @@ class Matcher:
         return ranked
 
 
+def _votes(owners: np.ndarray) -> Counter[int]:
+    """Catalog image id → how many of the query descriptors (rows of `owners`, their neighbours'
+    image ids, -1 for none) have a neighbour in it."""
+    rows, ranks = np.nonzero(owners >= 0)
+    pairs = np.unique(np.stack([owners[rows, ranks], rows]), axis=1)
+    images, counts = np.unique(pairs[0], return_counts=True)
+    return Counter(dict(zip(images.tolist(), counts.tolist())))
+
+
+def _query(path: str, data: bytes) -> _Query:
+    """Decode a query file into its canonical view and the sub-pictures of a composite, hashed."""
+    decoded = load.decode(data, path, features.FEATURE_SIDE)
+    view = fingerprint.canonical_view(decoded)
+    fp = fingerprint.fingerprint_view(view, decoded, with_features=False)
+    picture = _Picture(view.rgb, view.box, fp.hashes)
+    frame = picture.frame
+    regions = []
+    for box, hashes in fingerprint.region_hashes(view):
+        (x0, y0), (x1, y1) = (frame @ [box[0], box[1], 1])[:2], (frame @ [box[2], box[3], 1])[:2]
+        regions.append(_Picture(np.ascontiguousarray(view.rgb[box[1]:box[3], box[0]:box[2]]),
+                                (round(x0), round(y0), round(x1), round(y1)), hashes))
+    return _Query(path, data, fp, picture, regions)
+
+
+def _fine_regions(q: _Query) -> list[_Picture]:
+    """The largest regions, cut from the image decoded at full size: in the view, a photo
+    pasted small into a screenshot spans a hundred pixels, too few for local features."""
+    chosen = q.regions[:REGION_SEARCHES]
+    full = load.decode(q.data, q.path, 1 << 30).rgb
+    fx, fy = full.shape[1] / q.fp.width, full.shape[0] / q.fp.height
+    pictures = []
+    for region in chosen:
+        x0, y0, x1, y1 = region.box
+        crop = full[round(y0 * fy):round(y1 * fy), round(x0 * fx):round(x1 * fx)]
+        scale = min(1.0, REGION_SIDE / max(crop.shape[:2]))
+        if scale < 1:
+            crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        pictures.append(_Picture(np.ascontiguousarray(crop), region.box))
+    return pictures
+
+
 def rank_key(match: Match) -> tuple[float, int, str]:
     """Best first: higher score, then nearer global hash, then reference path (deterministic)."""
     return (-match.score, match.distance, match.reference)
 
 
-def _drop_recolours(ranked: list[Match]) -> list[Match]:
-    """Catalogs hold recolours of one photo (the red, blue and black shirt). When the best match
-    agrees in colour, a sibling that agrees as well in structure but not in colour is that other
-    variant, not the copied image: it is dropped rather than reported as a second copy."""
-    if not ranked or ranked[0].explanation.colour < RECOLOUR_BEST:
-        return ranked
-    best = ranked[0].explanation
-    return [ranked[0]] + [
-        m for m in ranked[1:]
-        if not (m.explanation.colour < best.colour - RECOLOUR_GAP
-                and m.explanation.structure >= best.structure - RECOLOUR_STRUCTURE)
-    ]
+def rank_siblings(matches: list[Match]) -> list[Match]:
+    """One query's matches, best first, one per copied region of the query.
+
+    Catalogs hold near-copies of their own images: a photo and its zoomed detail, crops of one
+    master, recolours of one photo. A copy of one of them matches the others too, in the same
+    region of the query and with almost the same score. Of matches that share a region, only
+    the best explanation is kept: the one that explains more of the query (the photo, not the
+    detail it contains), at a plausible scale (a copy is not sharper than its source), or, for
+    the same photo, in its colours; otherwise the higher score. Matches in different regions
+    of the query (a collage of two catalog images) are all kept, and so are catalog entries that
+    hold the same file (they explain the query equally well)."""
+    ranked = sorted(matches, key=rank_key)
+    kept = []
+    for i, b in enumerate(ranked):
+        rivals = [a for a in ranked if a is not b and _shares_region(b, a)]
+        if not any(_better(a, b, before=j < i) for j, a in enumerate(ranked) if a in rivals):
+            kept.append(b)
+    return kept
+
+
+def _better(a: Match, b: Match, *, before: bool) -> bool:
+    """Is `a` the better explanation of the query region that `a` and `b` share?"""
+    if a.reference_sha256 and a.reference_sha256 == b.reference_sha256:
+        return False
+    a_wins = a.score >= b.score - SIBLING_NEAR and _outranks(a.explanation, b.explanation)
+    b_wins = b.score >= a.score - SIBLING_NEAR and _outranks(b.explanation, a.explanation)
+    return a_wins if a_wins != b_wins else before
+
+
+def _shares_region(b: Match, a: Match) -> bool:
+    """Does most of `b`'s copied region of the query lie inside `a`'s?"""
+    (bx0, by0, bx1, by1), (ax0, ay0, ax1, ay1) = b.explanation.query_region, a.explanation.query_region
+    inside = max(0, min(ax1, bx1) - max(ax0, bx0)) * max(0, min(ay1, by1) - max(ay0, by0))
+    return inside >= SHARED_REGION * max(1, (bx1 - bx0) * (by1 - by0))
+
+
+def _same_photo(a: Explanation, b: Explanation) -> bool:
+    return abs(a.structure - b.structure) <= SIBLING_SAME and abs(a.coverage - b.coverage) <= SIBLING_SAME
+
+
+def _outranks(a: Explanation, b: Explanation) -> bool:
+    if a.matched_by == "sha256" or b.matched_by == "sha256":
+        return a.matched_by == "sha256" and b.matched_by != "sha256"
+    if a.coverage >= b.coverage + SIBLING_COVERAGE:
+        return True
+    if a.coverage >= b.coverage - SIBLING_SAME and a.scale <= PLAUSIBLE_SCALE and b.scale >= ENLARGED_SCALE:
+        return True
+    return _same_photo(a, b) and a.colour >= b.colour + SIBLING_COLOUR
 
 
 def _snapshot(path: str) -> bytes:
@@ -367,29 +524,30 @@ def _snapshot(path: str) -> bytes:
         source.close()
 
 
-def _explain(q: _Query, ref: Reference, alignment: verify.Alignment, check: verify.DenseCheck,
-             thumb_w: int, thumb_h: int, method: str) -> Explanation:
-    """Express the alignment in original pixels of both files."""
-    # reference original → reference view → (inverse alignment) → query view → query original
+def _explain(q: _Query, picture: _Picture, ref: Reference, check: verify.DenseCheck, method: str) -> Explanation:
+    """Express the (refined) alignment in original pixels of both files."""
+    alignment = check.alignment
+    # reference original → reference view → (inverse alignment) → picture → query original
     ref_to_view = _frame(ref.box, ref.view_size)
-    view_to_query = np.linalg.inv(_frame(q.fp.box, q.fp.view_size))  # query view → query original
-    ref_view_to_query_view = np.linalg.inv(np.vstack([alignment.matrix, [0, 0, 1]]))
+    picture_to_query = picture.frame
+    ref_view_to_picture = np.linalg.inv(np.vstack([alignment.matrix, [0, 0, 1]]))
     # Scale and rotation of the copy, mirror left out (it is reported on its own).
-    scale, rotation = verify.similarity_parts((view_to_query @ ref_view_to_query_view @ ref_to_view)[:2])
+    scale, rotation = verify.similarity_parts((picture_to_query @ ref_view_to_picture @ ref_to_view)[:2])
     if alignment.mirrored:
-        unmirror = np.array([[-1.0, 0, q.fp.view_size[0]], [0, 1, 0], [0, 0, 1]])
-        ref_view_to_query_view = unmirror @ ref_view_to_query_view
+        unmirror = np.array([[-1.0, 0, picture.size[0]], [0, 1, 0], [0, 0, 1]])
+        ref_view_to_picture = unmirror @ ref_view_to_picture
 
     cx0, cy0, cx1, cy1 = check.covered
-    fx, fy = ref.view_size[0] / thumb_w, ref.view_size[1] / thumb_h
-    corners_view = np.array([[cx0 * fx, cy0 * fy, 1], [cx1 * fx, cy0 * fy, 1],
-                             [cx0 * fx, cy1 * fy, 1], [cx1 * fx, cy1 * fy, 1]]).T
+    corners_view = np.array([[cx0, cy0, 1], [cx1, cy0, 1], [cx0, cy1, 1], [cx1, cy1, 1]], float).T
     ref_region = _bbox((np.linalg.inv(ref_to_view) @ corners_view), ref.width, ref.height)
-    query_region = _bbox(view_to_query @ ref_view_to_query_view @ corners_view, q.fp.width, q.fp.height)
+    corners_query = picture_to_query @ ref_view_to_picture @ corners_view
+    query_region = _bbox(corners_query, q.fp.width, q.fp.height)
+    quad = (np.linalg.inv(q.view.frame) @ corners_query)[:2].T[[0, 1, 3, 2]]  # in view pixels, in order
     return Explanation(
         matched_by=method, scale=round(scale, 3), rotation=round(rotation, 1), mirrored=alignment.mirrored,
         inliers=alignment.inliers, reference_region=ref_region, query_region=query_region,
         structure=round(check.structure, 3), colour=round(check.colour, 3),
+        coverage=round(verify.share_inside(q.texture, quad), 3),
     )
 
 

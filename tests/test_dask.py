@@ -203,7 +203,7 @@ def test_scan_on_dask_equals_the_local_scan(cluster, fixtures, indexed, local_sc
     assert not run.errors
     assert run.stats["queries"] == len(list(fixtures.competitors.iterdir()))
     assert matches == local_scan  # same matches, same order, same scores and explanations
-    expected = {n for n, ref in fixtures.expected.items() if ref} - {"coffee__text.jpg"}  # under the default
+    expected = {n for n, ref in fixtures.expected.items() if ref}
     assert {os.path.basename(m.query) for m in matches} == expected
 
 

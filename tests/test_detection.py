@@ -13,10 +13,6 @@ from make_fixtures import COPIES, ROTATION, UNRELATED, competitor_name
 from conftest import by_query
 
 COPY_NAMES = [competitor_name(source, family, ext) for source, family, ext in COPIES]
-# Copies that score under the default threshold (chosen on benchmarks/accuracy.py for FPR <= 0.1%):
-# the text-stamped coffee scores ~0.72. Known misses at the default, found at FPR <= 1%'s 0.51.
-BELOW_DEFAULT = {"coffee__text.jpg"}
-FOUND_AT_DEFAULT = [n for n in COPY_NAMES if n not in BELOW_DEFAULT]
 UNRELATED_NAMES = [f"unrelated__{os.path.splitext(source)[0]}.{ext}" for source, ext in UNRELATED]
 
 
@@ -43,10 +39,7 @@ def test_fixture_names_are_what_the_tests_expect(fixtures):
     assert sorted(os.listdir(fixtures.competitors)) == sorted(fixtures.expected)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="scores under the default threshold"))
-    if n in BELOW_DEFAULT else n for n in COPY_NAMES
-])
+@pytest.mark.parametrize("name", COPY_NAMES)
 def test_copy_is_found_with_its_source_first(fixtures, default_scan, name):
     source = fixtures.expected[name]
     matches = by_query(default_scan).get(name, [])
@@ -76,7 +69,7 @@ def test_byte_identical_copy(fixtures, default_scan):
 def test_mirrored_copy_is_explained_as_mirrored(default_scan):
     match = best(default_scan, "astronaut__mirror.jpg")
     assert match.explanation.mirrored is True
-    for name in FOUND_AT_DEFAULT:
+    for name in COPY_NAMES:
         if "mirror" not in name:
             assert best(default_scan, name).explanation.mirrored is False, name
 
@@ -138,16 +131,19 @@ def test_recolour_pair_ranks_the_right_variant(default_scan):
             assert other[0].explanation.colour < matches[0].explanation.colour
 
 
-def test_threshold_zero_gives_every_query_a_best_candidate(fixtures, indexed):
+def test_threshold_zero_lists_the_candidates_and_unrelated_ones_score_near_zero(fixtures, indexed):
+    """Threshold 0 shows every candidate that was verified. Unrelated photos reach few or none
+    (the hash and keypoint searches find nothing near), and those that do fail the checks."""
     queries = [fixtures.competitor(n) for n in UNRELATED_NAMES + ["coffee__png.png"]]
     run = indexed.scan(queries, threshold=0, jobs=1)
     found = by_query(list(run))
-    assert set(found) == {q.name for q in queries}
-    assert run.stats["matched_queries"] == len(queries)
+    assert "coffee__png.png" in found and set(found) < {q.name for q in queries}
     for name, matches in found.items():
         scores = [m.score for m in matches]
         assert scores == sorted(scores, reverse=True), name
-    assert max(m.score for m in found["coffee__png.png"]) >= imguard.DEFAULT_THRESHOLD
+    assert found["coffee__png.png"][0].score >= imguard.DEFAULT_THRESHOLD
+    unrelated = [m.score for name, matches in found.items() if name.startswith("unrelated__") for m in matches]
+    assert unrelated and max(unrelated) < imguard.DEFAULT_THRESHOLD / 4
 
 
 def test_top_limits_matches_per_query(fixtures, indexed):
@@ -170,10 +166,3 @@ def test_higher_threshold_keeps_a_subset(fixtures, indexed, default_scan):
     assert all(m.score >= 0.9 for m in strict)
     loose = {(m.query, m.reference) for m in default_scan}
     assert {(m.query, m.reference) for m in strict} <= loose
-
-
-@pytest.mark.parametrize("name", sorted(BELOW_DEFAULT))
-def test_copies_below_the_default_are_found_at_the_one_percent_threshold(fixtures, indexed, name):
-    matches = list(indexed.scan(fixtures.competitor(name), threshold=0.51, jobs=1))
-    assert matches and base(matches[0].reference) == fixtures.expected[name]
-    assert 0.51 <= matches[0].score < imguard.DEFAULT_THRESHOLD
