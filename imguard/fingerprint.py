@@ -109,10 +109,7 @@ def region_hashes(view: View) -> list[tuple[hashing.Box, dict[str, bytes]]]:
     is found by the hash of its own region. Boxes are in view pixels."""
     out = []
     original_per_view = (view.box[2] - view.box[0]) / view.rgb.shape[1]
-    for x0, y0, x1, y1 in hashing.regions(view.rgb):
-        crop = view.rgb[y0:y1, x0:x1]
-        tx0, ty0, tx1, ty1 = hashing.trim_box(crop)
-        box = (x0 + tx0, y0 + ty0, x0 + tx1, y0 + ty1)
+    for box in hashing.regions(view.rgb):
         if min(box[2] - box[0], box[3] - box[1]) * original_per_view < REGION_MIN_SIDE:
             continue
         grey = cv2.cvtColor(np.ascontiguousarray(view.rgb[box[1]:box[3], box[0]:box[2]]), cv2.COLOR_RGB2GRAY)

@@ -88,10 +88,10 @@ REGION_LIMIT = 8
 def regions(rgb: np.ndarray) -> list[Box]:
     """Sub-pictures of a composite: a collage's cells, the photo in a screenshot of a listing,
     the picture under a meme's caption. Blocks of content separated by near-uniform gaps, found
-    by recursive XY-cut (the classic page-layout split), each trimmed; largest first, at most
-    REGION_LIMIT. A picture without such gaps has none.
+    by recursive XY-cut (the classic page-layout split); largest first, at most REGION_LIMIT,
+    each trimmed like a canonical view. A picture without such gaps has none.
 
-    Works on a strided view (~192 px on the long side) and maps the boxes back.
+    Cuts on a strided view (~192 px on the long side), trims on the full pixels.
     """
     height, width = rgb.shape[:2]
     step = max(1, max(height, width) // 192)
@@ -123,7 +123,17 @@ def regions(rgb: np.ndarray) -> list[Box]:
     kept = {b for b in found if REGION_MIN_AREA <= (b[2] - b[0]) * (b[3] - b[1]) / area <= REGION_MAX_AREA
             and min(b[2] - b[0], b[3] - b[1]) >= 8}
     ranked = sorted(kept, key=lambda b: (-(b[2] - b[0]) * (b[3] - b[1]), b))[:REGION_LIMIT]
-    return [(b[0] * step, b[1] * step, min(width, b[2] * step), min(height, b[3] * step)) for b in ranked]
+    return [_trim_within(rgb, b, step) for b in ranked]
+
+
+def _trim_within(rgb: np.ndarray, box: Box, step: int) -> Box:
+    """A box found on the strided view, mapped back and trimmed on the full pixels: its edges
+    are exact, not multiples of the stride (a few pixels off shift a verification)."""
+    height, width = rgb.shape[:2]
+    x0, y0 = max(0, (box[0] - 1) * step), max(0, (box[1] - 1) * step)
+    x1, y1 = min(width, (box[2] + 1) * step), min(height, (box[3] + 1) * step)
+    tx0, ty0, tx1, ty1 = trim_box(rgb[y0:y1, x0:x1])
+    return (x0 + tx0, y0 + ty0, x0 + tx1, y0 + ty1)
 
 
 def _uniform_each(lines: np.ndarray) -> np.ndarray:

@@ -32,12 +32,13 @@ from .errors import ImageError
 from .index import CatalogIndex
 from .store import Reference, Store
 
-DEFAULT_THRESHOLD = 0.77
+DEFAULT_THRESHOLD = 0.46
 HASH_K = 8  # nearest catalog hashes looked at per query hash
 HASH_RADIUS = 18  # of 64 bits: a hash hit worth the cheap check
 HASH_VERIFIED = 4  # hash hits verified per query, nearest first
 HASH_FEATURES = 0.2  # a hash hit verified at least this well is verified with local features too
-FAST_ACCEPT = 0.85  # a verified hash hit this good needs no local features
+FAST_ACCEPT = 0.85  # a verified hash hit this good needs no local features...
+RESOLVED_COVERAGE = 0.8  # ...when such hits explain this share of the query's textured area
 REGION_SEARCHES = 4  # sub-pictures of a composite searched with local features, largest first
 REGION_SIDE = 512  # their long side when searched: the canonical view's
 VOTE_K = 4  # neighbours per query descriptor
@@ -266,9 +267,9 @@ class Matcher:
         for q in queries:
             self._verify_hash_hits(q)
         for outcome, q in batch:
-            outcome.fast_path = q.best >= FAST_ACCEPT
-        self._feature_candidates([(q, q.view) for q in queries if q.best < FAST_ACCEPT])
-        composites = [q for q in queries if q.regions and q.best < FAST_ACCEPT]
+            outcome.fast_path = _resolved(q)
+        self._feature_candidates([(q, q.view) for q in queries if not _resolved(q)])
+        composites = [q for q in queries if q.regions and not _resolved(q)]
         self._feature_candidates([(q, picture) for q in composites for picture in _fine_regions(q)])
         for outcome, q in batch:
             outcome.matches = self._select(q)
@@ -338,7 +339,7 @@ class Matcher:
             plain, mirror = (_votes(owners[bounds[k]:bounds[k + 1]]) for k in (i, i + n))
             # Each candidate is verified in the orientations that voted for it.
             mirrors: dict[int, list[bool]] = {}
-            for image_id, count in (plain + mirror).most_common(VOTED_CANDIDATES):
+            for image_id, count in (plain | mirror).most_common(VOTED_CANDIDATES):  # a copy has one orientation
                 if count < MIN_VOTES:
                     break
                 mirrors[image_id] = [m for m, votes in ((False, plain), (True, mirror))
@@ -373,9 +374,10 @@ class Matcher:
 
     @staticmethod
     def _keep(q: _Query, image_id: int, match: Match) -> None:
-        """Keep the better of two verifications of one catalog image."""
+        """Keep the better of two verifications of one catalog image (of the whole query and of
+        a part of it, say): the better explanation, as between siblings."""
         known = q.results.get(image_id)
-        if known is None or match.score > known.score:
+        if known is None or _better(match, known, before=match.score > known.score):
             q.results[image_id] = match
 
     def _verified(self, q: _Query, picture: _Picture, ref: Reference, alignment: verify.Alignment,
@@ -407,6 +409,13 @@ class Matcher:
         if self.top is not None:
             ranked = ranked[: self.top]
         return ranked
+
+
+def _resolved(q: _Query) -> bool:
+    """Is the query explained by hash hits alone? When confident ones account for most of it:
+    a collage whose one cell was found by hash may hold another copy, found by keypoints."""
+    confident = rank_siblings([m for m in q.results.values() if m.score >= FAST_ACCEPT])
+    return sum(m.explanation.coverage for m in confident) >= RESOLVED_COVERAGE
 
 
 def _votes(owners: np.ndarray) -> Counter[int]:
@@ -469,7 +478,7 @@ def rank_siblings(matches: list[Match]) -> list[Match]:
     ranked = sorted(matches, key=rank_key)
     kept = []
     for i, b in enumerate(ranked):
-        rivals = [a for a in ranked if a is not b and _shares_region(b, a)]
+        rivals = [a for a in ranked if a is not b and not _same_file(a, b) and _shares_region(b, a)]
         if not any(_better(a, b, before=j < i) for j, a in enumerate(ranked) if a in rivals):
             kept.append(b)
     return kept
@@ -477,11 +486,13 @@ def rank_siblings(matches: list[Match]) -> list[Match]:
 
 def _better(a: Match, b: Match, *, before: bool) -> bool:
     """Is `a` the better explanation of the query region that `a` and `b` share?"""
-    if a.reference_sha256 and a.reference_sha256 == b.reference_sha256:
-        return False
     a_wins = a.score >= b.score - SIBLING_NEAR and _outranks(a.explanation, b.explanation)
     b_wins = b.score >= a.score - SIBLING_NEAR and _outranks(b.explanation, a.explanation)
     return a_wins if a_wins != b_wins else before
+
+
+def _same_file(a: Match, b: Match) -> bool:
+    return bool(a.reference_sha256) and a.reference_sha256 == b.reference_sha256
 
 
 def _shares_region(b: Match, a: Match) -> bool:

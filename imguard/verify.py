@@ -12,6 +12,7 @@ can gather as many keypoint inliers as a real copy; they fail the dense check
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -177,20 +178,31 @@ def dense_check(canvas: Canvas, reference_view_size: tuple[int, int], query_view
     to_canvas = np.diag([cw / reference_view_size[0], ch / reference_view_size[1], 1.0])
     query = np.ascontiguousarray(query_view[:, ::-1] if alignment.mirrored else query_view)
     initial = to_canvas @ _square(alignment.matrix)
+    # A query larger than the canvas is shrunk once (area averaging: a bilinear warp alone would
+    # alias), not at each of the warps below.
+    shrink = min(1.0, _scale(initial))
+    if shrink < 0.7:
+        query = cv2.resize(query, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+        initial, query_detail = initial @ np.diag([1 / shrink, 1 / shrink, 1.0]), query_detail / shrink
+    else:
+        shrink = 1.0
     best = (_compare_at(canvas, query, initial, query_detail), initial)
     # The refinement works on a coarse pair: it polishes a rough alignment (a hash hit's, or a
     # fit to few keypoints) and can spoil a precise one (RANSAC's on many): both are compared.
     # A pair that agrees nowhere at its alignment is not a copy a few pixels off: no refinement.
     if alignment.inliers < PRECISE_INLIERS and best[0].structure >= REFINE_FROM:
-        refined = _refine(canvas, cv2.cvtColor(query, cv2.COLOR_RGB2GRAY), initial)
-        if refined is not initial:
+        grey = cv2.cvtColor(query, cv2.COLOR_RGB2GRAY)
+        # a hash hit is located only by its frame; a keypoint fit is located by the keypoints
+        shifted = _shift(canvas, grey, initial) if alignment.inliers == 0 else initial
+        for refined in (shifted, _refine(canvas, grey, shifted)):
             check = _compare_at(canvas, query, refined, query_detail)
             if check.structure > best[0].structure:
                 best = (check, refined)
     check, matrix = best
     x0, y0, x1, y1 = check.covered
     fx, fy = reference_view_size[0] / cw, reference_view_size[1] / ch
-    refined_alignment = Alignment(matrix=(np.linalg.inv(to_canvas) @ matrix)[:2], mirrored=alignment.mirrored,
+    view_matrix = np.linalg.inv(to_canvas) @ matrix @ np.diag([shrink, shrink, 1.0])
+    refined_alignment = Alignment(matrix=view_matrix[:2], mirrored=alignment.mirrored,
                                   inliers=alignment.inliers)
     return dataclasses.replace(check, covered=(round(x0 * fx), round(y0 * fy), round(x1 * fx), round(y1 * fy)),
                                alignment=refined_alignment)
@@ -223,6 +235,28 @@ def _warp(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> tuple
     ones = np.full(image.shape[:2], 255, np.uint8)
     mask = cv2.warpAffine(ones, matrix[:2], size, flags=cv2.INTER_NEAREST, borderValue=0)
     return warped, mask
+
+
+def _shift(canvas: Canvas, query: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Correct the translation of a query→canvas map by phase correlation (sub-pixel, cheap):
+    a hash hit's frame (a trimmed picture or region) a pixel or two off is enough to decorrelate
+    fine texture."""
+    warped, mask = _warp(query, matrix, canvas.size)
+    warped = warped.astype(np.float32)
+    inside = mask > 0
+    if inside.mean() < 0.05:
+        return matrix
+    warped[~inside] = warped[inside].mean()
+    # phaseCorrelate windows its inputs in place: the cached canvas is given a copy
+    (dx, dy), _ = cv2.phaseCorrelate(canvas.grey.copy(), warped, _hanning(canvas.size))
+    if max(abs(dx), abs(dy)) > MAX_CORRECTION * max(canvas.size):
+        return matrix
+    return np.array([[1.0, 0.0, -dx], [0.0, 1.0, -dy], [0.0, 0.0, 1.0]]) @ matrix
+
+
+@functools.lru_cache(maxsize=64)
+def _hanning(size: tuple[int, int]) -> np.ndarray:
+    return cv2.createHanningWindow(size, cv2.CV_32F)
 
 
 def _refine(canvas: Canvas, query: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ UNRELATED = ["unrelated__moon.png", "unrelated__coins.jpg"]
 MATCH_KEYS = {"query", "reference", "score", "distance", "distances", "matched_by", "explanation",
               "reference_metadata", "query_sha256", "reference_sha256"}
 EXPLANATION_KEYS = {"matched_by", "scale", "rotation", "mirrored", "inliers", "reference_region", "query_region",
-                    "structure", "colour"}
+                    "structure", "colour", "coverage"}
 WIDE = {"COLUMNS": "240", "NO_COLOR": "1"}
 
 
@@ -121,7 +121,7 @@ def test_scan_json_shape_and_relative_paths(cli, guard, fixtures):
     assert matches
     for m in matches:
         assert MATCH_KEYS <= set(m), set(m)
-        assert EXPLANATION_KEYS <= set(m["explanation"])
+        assert set(m["explanation"]) == EXPLANATION_KEYS
         assert m["matched_by"] == m["explanation"]["matched_by"]
         assert isinstance(m["score"], float) and 0 <= m["score"] <= 1
         assert isinstance(m["distance"], int) and set(m["distances"]) >= {"phash", "dhash"}

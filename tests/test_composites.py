@@ -1,0 +1,140 @@
+"""Composites and siblings: a collage holds two catalog images, a catalog holds a photo and its
+zoomed detail. Each copied picture is found in its own place; each copy is explained by the
+catalog image it came from, not by a near-copy of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import imguard
+from imguard import hashing
+
+from conftest import by_query
+from imguard_cli.main import app
+
+GAP = 40  # white pixels around and between the collage's cells
+
+
+def _collage(left: Image.Image, right: Image.Image, height: int = 360) -> tuple[Image.Image, list[tuple]]:
+    """`left` and `right` side by side on white, each `height` px high; their boxes."""
+    cells = [im.resize((round(im.width * height / im.height), height), Image.Resampling.LANCZOS) for im in (left, right)]
+    width = GAP * 3 + sum(c.width for c in cells)
+    canvas = Image.new("RGB", (width, height + 2 * GAP), "white")
+    boxes, x = [], GAP
+    for cell in cells:
+        canvas.paste(cell, (x, GAP))
+        boxes.append((x, GAP, x + cell.width, GAP + height))
+        x += cell.width + GAP
+    return canvas, boxes
+
+
+@pytest.fixture(scope="module")
+def collage(fixtures, tmp_path_factory):
+    with Image.open(fixtures.catalog / "chelsea.jpg") as a, Image.open(fixtures.catalog / "rocket.jpg") as b:
+        image, boxes = _collage(a.convert("RGB"), b.convert("RGB"))
+    path = tmp_path_factory.mktemp("collage") / "collage of two.jpg"
+    image.save(path, quality=88)
+    return path, boxes
+
+
+def _overlap(a, b) -> float:
+    """Intersection over union of two boxes."""
+    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union
+
+
+def test_regions_are_the_cells_of_a_collage(collage):
+    path, boxes = collage
+    with Image.open(path) as image:
+        found = hashing.regions(np.asarray(image.convert("RGB")))
+    for box in boxes:
+        assert max(_overlap(box, f) for f in found) >= 0.9, (box, found)
+
+
+def test_a_plain_photo_has_no_regions(fixtures):
+    with Image.open(fixtures.catalog / "astronaut.png") as image:
+        assert hashing.regions(np.asarray(image.convert("RGB"))) == []
+
+
+def test_both_pictures_of_a_collage_are_found_each_in_its_place(indexed, collage):
+    path, (left, right) = collage
+    matches = list(indexed.scan(path, jobs=1))
+    where = {os.path.basename(m.reference): m.explanation.query_region for m in matches}
+    assert set(where) == {"chelsea.jpg", "rocket.jpg"}, [(m.reference, m.score) for m in matches]
+    assert _overlap(where["chelsea.jpg"], left) >= 0.8, where
+    assert _overlap(where["rocket.jpg"], right) >= 0.8, where
+    for m in matches:
+        assert 0 < m.explanation.coverage < 0.8  # each explains only its part of the collage
+
+
+def test_the_cli_explains_each_picture_of_a_collage(indexed, collage):
+    path, _ = collage
+    runner = CliRunner()
+    db = str(indexed.folder)
+    result = runner.invoke(app, ["scan", str(path), "--db", db, "--format", "json", "--quiet", "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    matches = json.loads(result.stdout)["matches"]
+    assert sorted(os.path.basename(m["reference"]) for m in matches) == ["chelsea.jpg", "rocket.jpg"]
+    assert all(0 < m["explanation"]["coverage"] < 0.8 for m in matches)
+    table = runner.invoke(app, ["scan", str(path), "--db", db, "--quiet", "--jobs", "1"], env={"COLUMNS": "240"})
+    assert table.exit_code == 0 and table.stdout.count("of their picture") == 2, table.stdout
+
+
+@pytest.fixture(scope="module")
+def with_detail(fixtures, tmp_path_factory):
+    """The fixture catalog plus a zoomed detail of coffee.jpg (its centre, a quarter of the area)
+    and a composite of two of its photos (chelsea.jpg and rocket.jpg side by side)."""
+    images = tmp_path_factory.mktemp("with-detail")
+    for name in fixtures.catalog_names:
+        shutil.copyfile(fixtures.catalog / name, images / name)
+    with Image.open(fixtures.catalog / "chelsea.jpg") as a, Image.open(fixtures.catalog / "rocket.jpg") as b:
+        _collage(a.convert("RGB"), b.convert("RGB"))[0].save(images / "set.jpg", quality=92)
+    with Image.open(fixtures.catalog / "coffee.jpg") as image:
+        w, h = image.size
+        image.crop((w // 4, h // 4, 3 * w // 4, 3 * h // 4)).resize((w, h), Image.Resampling.LANCZOS).save(
+            images / "coffee_detail.jpg", quality=92)
+    catalog = imguard.Catalog.open(tmp_path_factory.mktemp("guard-detail"))
+    assert catalog.add(images, jobs=1).added == len(fixtures.catalog_names) + 2
+    yield catalog
+    catalog.close()
+
+
+@pytest.mark.parametrize("name", ["coffee__png.png", "coffee__letterbox.jpg", "coffee__text.jpg"])
+def test_a_copy_of_the_photo_is_explained_by_the_photo_not_by_its_detail(fixtures, with_detail, name):
+    matches = list(with_detail.scan(fixtures.competitor(name), threshold=0, jobs=1))
+    assert os.path.basename(matches[0].reference) == "coffee.jpg", [(m.reference, m.score) for m in matches]
+    assert all(os.path.basename(m.reference) != "coffee_detail.jpg" for m in matches)
+    assert matches[0].explanation.coverage >= 0.8
+
+
+def test_a_copy_of_the_detail_is_explained_by_the_detail(fixtures, with_detail, tmp_path):
+    with Image.open(fixtures.catalog / "coffee.jpg") as image:
+        w, h = image.size
+        copy = image.crop((w // 4, h // 4, 3 * w // 4, 3 * h // 4)).resize((w // 2 + 40, h // 2 + 30))
+    copy.save(tmp_path / "detail copy.jpg", quality=80)
+    grouped = by_query(list(with_detail.scan(tmp_path / "detail copy.jpg", jobs=1)))
+    first = grouped["detail copy.jpg"][0]
+    # coffee.jpg holds the same pixels enlarged less; the detail is the image actually copied
+    assert os.path.basename(first.reference) == "coffee_detail.jpg", grouped
+    assert first.score >= imguard.DEFAULT_THRESHOLD
+
+
+def test_a_copy_of_a_composite_is_explained_by_the_composite_not_by_its_parts(fixtures, with_detail, tmp_path):
+    """set.jpg holds rocket.jpg whole: the copy's rocket half matches both, and its keypoints may
+    verify the half better than the whole. The whole, which explains all of the copy, is kept."""
+    with Image.open(fixtures.catalog / "chelsea.jpg") as a, Image.open(fixtures.catalog / "rocket.jpg") as b:
+        image = _collage(a.convert("RGB"), b.convert("RGB"))[0]
+    image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.Resampling.LANCZOS).save(
+        tmp_path / "set copy.jpg", quality=80)
+    matches = list(with_detail.scan(tmp_path / "set copy.jpg", jobs=1))
+    assert [os.path.basename(m.reference) for m in matches] == ["set.jpg"], [(m.reference, m.score) for m in matches]
+    assert matches[0].explanation.coverage >= 0.9

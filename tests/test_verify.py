@@ -1,0 +1,70 @@
+"""The dense check on real photos: a copy framed a few pixels off still verifies, a different
+photo does not, and the cached reference canvas is never changed by a check."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from imguard import fingerprint, load, verify
+
+
+def _view(path) -> np.ndarray:
+    return fingerprint.canonical_view(load.load(path, min_side=512)).rgb
+
+
+def _canvas(rgb: np.ndarray) -> verify.Canvas:
+    return verify.Canvas.of(fingerprint.decode_thumbnail(fingerprint.encode_thumbnail(rgb)))
+
+
+@pytest.fixture(scope="module")
+def rocket(fixtures):
+    """The rocket (fine texture: scaffolding, a launch tower) and its copy, resized and re-encoded."""
+    reference = _view(fixtures.catalog / "rocket.jpg")
+    return reference, _canvas(reference), _view(fixtures.competitor(fixtures.copy_of("rocket.jpg", "webp")))
+
+
+def _framed(query: np.ndarray, reference: np.ndarray, dx: int, dy: int) -> verify.Alignment:
+    """The alignment a hash hit would give if the copy's frame were found `dx`, `dy` pixels off."""
+    h, w = query.shape[:2]
+    rh, rw = reference.shape[:2]
+    return verify.box_alignment((dx, dy, w + dx, h + dy), (w, h), (rw, rh), False)
+
+
+def test_a_copy_framed_a_few_pixels_off_still_verifies(rocket):
+    reference, canvas, query = rocket
+    size = (reference.shape[1], reference.shape[0])
+    exact = verify.dense_check(canvas, size, query, _framed(query, reference, 0, 0)).score
+    off = _framed(query, reference, 3, -2)
+    refined = verify.dense_check(canvas, size, query, off)
+    # a fit to many keypoints is trusted as it is: the same frame, not refined
+    unrefined = verify.dense_check(canvas, size, query, dataclasses.replace(off, inliers=verify.PRECISE_INLIERS))
+    assert exact >= 0.8
+    assert unrefined.score < exact - 0.15, "precondition: 3 px off decorrelates the fine texture"
+    assert refined.score >= exact - 0.05, (refined.score, exact)
+    # the refined alignment moved the frame back by about the error
+    assert abs(refined.alignment.matrix[0, 2] - off.matrix[0, 2]) >= 1.5
+
+
+def test_a_different_photo_does_not_verify(fixtures, rocket):
+    reference, canvas, _ = rocket
+    other = _view(fixtures.catalog / "motorcycle.jpg")
+    size = (reference.shape[1], reference.shape[0])
+    check = verify.dense_check(canvas, size, other, _framed(other, reference, 0, 0))
+    assert check.score < 0.2
+
+
+def test_a_check_leaves_the_cached_canvas_unchanged(fixtures):
+    """A square canvas is already of an optimal DFT size: OpenCV's phase correlation would
+    window it in place."""
+    reference = _view(fixtures.catalog / "astronaut.png")
+    canvas = _canvas(reference)
+    query = _view(fixtures.competitor(fixtures.copy_of("astronaut.png", "exact")))
+    before = {f.name: getattr(canvas, f.name).copy() for f in dataclasses.fields(canvas)}
+    size = (reference.shape[1], reference.shape[0])
+    for dx in (0, 3):
+        assert verify.dense_check(canvas, size, query, _framed(query, reference, dx, 1)).score >= 0.8
+    for name, array in before.items():
+        assert np.array_equal(getattr(canvas, name), array), name
