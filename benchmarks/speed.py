@@ -409,7 +409,7 @@ def numpy_knn(catalog: np.ndarray, queries: np.ndarray, k: int, batch: int = 8) 
 def search_seconds(part: index.BinaryIndex, queries: np.ndarray, k: int, threads: int) -> tuple[np.ndarray, float]:
     faiss.omp_set_num_threads(threads)
     part.search(queries[:16], k)  # warm-up
-    (distances, _, _), seconds = timed(lambda: part.search(queries, k))
+    (distances, _), seconds = timed(lambda: part.search(queries, k))
     return distances, seconds
 
 
@@ -481,7 +481,7 @@ def per_query_ms(part: index.BinaryIndex, queries: list[np.ndarray]) -> tuple[fl
     start = time.perf_counter()
     for first in range(0, len(queries), engine.CHUNK):
         chunk = queries[first:first + engine.CHUNK]
-        d, _, _ = part.search(np.concatenate(chunk), scan.VOTE_K)
+        d, _ = part.search(np.concatenate(chunk), scan.VOTE_K)
         distances.extend(split(d, [len(q) for q in chunk]))
     return (time.perf_counter() - start) * 1000 / len(queries), distances
 
@@ -498,7 +498,8 @@ def feature_experiment(real: dict, n_images: int, n_queries: int, flat_queries: 
     out["query_images"] = len(queries)
     out["ms_per_query"], found = per_query_ms(ours, queries)
     if is_ivf(ours) and n_images <= flat_max_images:
-        flat, out["flat_build_s"] = timed(lambda: index.build_binary(codes, owners, exact_limit=len(codes)))
+        flat, out["flat_build_s"] = timed(lambda: index.build_binary(codes, owners, exact_limit=len(codes),
+                                                                     nprobe=index.FEATURE_NPROBE))
         few = queries[:flat_queries]
         out["flat_ms_per_query"], exact = per_query_ms(flat, few)
         out["flat_query_images"] = len(few)

@@ -1,8 +1,9 @@
 """Images → global fingerprints: canonical views and 64-bit perceptual hashes.
 
 Every function here is a small, pure function of its input, in the spirit of imagehash. The hashes
-are imagehash's pHash and dHash (tests check them bit for bit against imagehash), computed on an
-area-averaged shrink with NumPy: the hashes then cost a small fraction of decoding the image.
+are imagehash's pHash and dHash algorithms (tests check the bits against imagehash on the same
+input), computed on an area-averaged shrink with NumPy: the hashes then cost a small fraction of
+decoding the image. dHash's 9×8 input is shrunk from pHash's 32×32, not from the view.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def describe(match: Match) -> str:
         parts.append(f"rotated {e.rotation:+.0f}°")
     if e.scale and abs(e.scale - 1) >= 0.05:
         parts.append(f"scaled {e.scale:.2f}x")
-    if e.coverage < 0.9:  # a part of a bigger picture: a collage cell, a banner, a screenshot
+    if e.structure and e.coverage < 0.9:  # a part of a bigger picture: a collage cell, a banner
         parts.append(f"{e.coverage:.0%} of their picture")
     parts.append(f"structure {e.structure:.2f}, colour {e.colour:.2f}")
     return ", ".join(parts)

@@ -16,6 +16,7 @@ Per chunk of query files (one unit of parallel work):
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import sqlite3
@@ -155,10 +156,6 @@ class _Query:
             self._texture = verify.textured_centres(cv2.cvtColor(self.view.rgb, cv2.COLOR_RGB2GRAY))
         return self._texture
 
-    @property
-    def best(self) -> float:
-        return max((m.score for m in self.results.values()), default=0.0)
-
 
 class Matcher:
     """What one worker needs to match queries against a catalog: its indexes and its store.
@@ -272,7 +269,7 @@ class Matcher:
         composites = [q for q in queries if q.regions and not _resolved(q)]
         self._feature_candidates([(q, picture) for q in composites for picture in _fine_regions(q)])
         for outcome, q in batch:
-            outcome.matches = self._select(q)
+            outcome.matches = select(list(q.results.values()), self.threshold, self.top)
 
     def _exact(self, queries: list[_Query]) -> None:
         for q in queries:
@@ -372,12 +369,13 @@ class Matcher:
             return None
         return self._verified(q, picture, ref, best, "features")
 
-    @staticmethod
-    def _keep(q: _Query, image_id: int, match: Match) -> None:
+    def _keep(self, q: _Query, image_id: int, match: Match) -> None:
         """Keep the better of two verifications of one catalog image (of the whole query and of
-        a part of it, say): the better explanation, as between siblings."""
+        a part of it, say): the better explanation, as between siblings, but never one under the
+        threshold in place of one above it."""
         known = q.results.get(image_id)
-        if known is None or _better(match, known, before=match.score > known.score):
+        if known is None or (_better(match, known, before=match.score > known.score)
+                             and not match.score < self.threshold <= known.score):
             q.results[image_id] = match
 
     def _verified(self, q: _Query, picture: _Picture, ref: Reference, alignment: verify.Alignment,
@@ -402,13 +400,6 @@ class Matcher:
             query_sha256=q.fp.sha256, reference_sha256=ref.sha256,
         )
 
-    def _select(self, q: _Query) -> list[Match]:
-        ranked = rank_siblings(list(q.results.values()))
-        if self.threshold > 0:
-            ranked = [m for m in ranked if m.score >= self.threshold]
-        if self.top is not None:
-            ranked = ranked[: self.top]
-        return ranked
 
 
 def _resolved(q: _Query) -> bool:
@@ -443,10 +434,13 @@ def _query(path: str, data: bytes) -> _Query:
 
 
 def _fine_regions(q: _Query) -> list[_Picture]:
-    """The largest regions, cut from the image decoded at full size: in the view, a photo
-    pasted small into a screenshot spans a hundred pixels, too few for local features."""
+    """The largest regions, cut from the image decoded at the size that gives each of them
+    REGION_SIDE pixels (full size at most): in the view, a photo pasted small into a
+    screenshot spans a hundred pixels, too few for local features."""
     chosen = q.regions[:REGION_SEARCHES]
-    full = load.decode(q.data, q.path, 1 << 30).rgb
+    smallest = min(max(r.box[2] - r.box[0], r.box[3] - r.box[1]) for r in chosen)
+    need = min(1.0, REGION_SIDE / max(1, smallest))
+    full = load.decode(q.data, q.path, math.ceil(max(q.fp.width, q.fp.height) * need)).rgb
     fx, fy = full.shape[1] / q.fp.width, full.shape[0] / q.fp.height
     pictures = []
     for region in chosen:
@@ -464,6 +458,14 @@ def rank_key(match: Match) -> tuple[float, int, str]:
     return (-match.score, match.distance, match.reference)
 
 
+def select(matches: list[Match], threshold: float, top: int | None) -> list[Match]:
+    """What a query reports: matches at or above the threshold, one per copied region (see
+    `rank_siblings`), best first, at most `top`. The threshold comes first: a sibling that is
+    not reported must not hide one that is."""
+    ranked = rank_siblings([m for m in matches if m.score >= threshold])
+    return ranked if top is None else ranked[:top]
+
+
 def rank_siblings(matches: list[Match]) -> list[Match]:
     """One query's matches, best first, one per copied region of the query.
 
@@ -478,8 +480,8 @@ def rank_siblings(matches: list[Match]) -> list[Match]:
     ranked = sorted(matches, key=rank_key)
     kept = []
     for i, b in enumerate(ranked):
-        rivals = [a for a in ranked if a is not b and not _same_file(a, b) and _shares_region(b, a)]
-        if not any(_better(a, b, before=j < i) for j, a in enumerate(ranked) if a in rivals):
+        if not any(_better(a, b, before=j < i) for j, a in enumerate(ranked)
+                   if j != i and not _same_file(a, b) and _shares_region(b, a)):
             kept.append(b)
     return kept
 

@@ -182,7 +182,7 @@ def dense_check(canvas: Canvas, reference_view_size: tuple[int, int], query_view
     # alias), not at each of the warps below.
     shrink = min(1.0, _scale(initial))
     if shrink < 0.7:
-        query = cv2.resize(query, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+        query, shrink = _shrunk(query, shrink)
         initial, query_detail = initial @ np.diag([1 / shrink, 1 / shrink, 1.0]), query_detail / shrink
     else:
         shrink = 1.0
@@ -195,6 +195,8 @@ def dense_check(canvas: Canvas, reference_view_size: tuple[int, int], query_view
         # a hash hit is located only by its frame; a keypoint fit is located by the keypoints
         shifted = _shift(canvas, grey, initial) if alignment.inliers == 0 else initial
         for refined in (shifted, _refine(canvas, grey, shifted)):
+            if refined is initial:  # no correction found: compared already
+                continue
             check = _compare_at(canvas, query, refined, query_detail)
             if check.structure > best[0].structure:
                 best = (check, refined)
@@ -229,12 +231,19 @@ def _warp(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> tuple
     A big reduction is shrunk with area averaging first: a bilinear warp alone would alias."""
     scale = _scale(matrix)
     if scale < 0.7:
-        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        image, scale = _shrunk(image, scale)
         matrix = matrix @ np.diag([1 / scale, 1 / scale, 1.0])
     warped = cv2.warpAffine(image, matrix[:2], size, flags=cv2.INTER_LINEAR, borderValue=0)
     ones = np.full(image.shape[:2], 255, np.uint8)
     mask = cv2.warpAffine(ones, matrix[:2], size, flags=cv2.INTER_NEAREST, borderValue=0)
     return warped, mask
+
+
+def _shrunk(image: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
+    """`image` shrunk by about `scale` (area averaging), never to nothing, and the scale used."""
+    height, width = image.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), size[0] / width
 
 
 def _shift(canvas: Canvas, query: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -266,8 +275,7 @@ def _refine(canvas: Canvas, query: np.ndarray, matrix: np.ndarray) -> np.ndarray
     brightness and contrast, so colour-edited copies refine as well as plain ones. A refinement
     that fails, or moves the map far, is dropped: the map is then taken as it was."""
     small_ref = canvas.small
-    f = small_ref.shape[1] / canvas.size[0]
-    down = np.diag([f, f, 1.0])
+    down = np.diag([small_ref.shape[1] / canvas.size[0], small_ref.shape[0] / canvas.size[1], 1.0])
     small_query, mask = _warp(query, down @ matrix, (small_ref.shape[1], small_ref.shape[0]))
     if (mask > 0).mean() < 0.05:
         return matrix
@@ -332,17 +340,22 @@ def _compare_blocks(reference: Canvas, warped: np.ndarray, mask: np.ndarray, blo
 
 
 def textured_centres(grey: np.ndarray) -> np.ndarray:
-    """Centres (N×2, x and y) of the textured blocks of a grey picture."""
+    """Centres (N×2, x and y) of the textured blocks of a grey picture; of all its blocks when
+    none is textured (a flat picture: every part of it counts alike)."""
     height, width = grey.shape[0] // BLOCK * BLOCK, grey.shape[1] // BLOCK * BLOCK
+    if not height or not width:  # a sliver of a banner: one block's worth, at its centre
+        return np.array([[grey.shape[1] / 2, grey.shape[0] / 2]], np.float32)
     whole = grey[:height, :width].astype(np.float32)
     std = np.sqrt(np.maximum(_block_means(whole * whole) - _block_means(whole) ** 2, 0))
-    rows, cols = np.nonzero(std > TEXTURE_STD)
+    textured = std > TEXTURE_STD
+    rows, cols = np.nonzero(textured if textured.any() else np.ones_like(textured))
     return np.column_stack([(cols + 0.5) * BLOCK, (rows + 0.5) * BLOCK]).astype(np.float32)
 
 
 def share_inside(points: np.ndarray, quad: np.ndarray) -> float:
-    """Share of `points` inside the convex quadrilateral `quad` (4×2, corners in order)."""
-    if not len(points):
+    """Share of `points` inside the convex quadrilateral `quad` (4×2, corners in order); 0 for a
+    quad without area (a check that covered nothing)."""
+    if not len(points) or abs(cv2.contourArea(quad.astype(np.float32))) < 1.0:
         return 0.0
     edges = np.roll(quad, -1, axis=0) - quad
     relative = points[:, None, :] - quad[None]

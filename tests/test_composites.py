@@ -4,6 +4,7 @@ catalog image it came from, not by a near-copy of it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -138,3 +139,28 @@ def test_a_copy_of_a_composite_is_explained_by_the_composite_not_by_its_parts(fi
     matches = list(with_detail.scan(tmp_path / "set copy.jpg", jobs=1))
     assert [os.path.basename(m.reference) for m in matches] == ["set.jpg"], [(m.reference, m.score) for m in matches]
     assert matches[0].explanation.coverage >= 0.9
+
+
+def test_a_banner_thinner_than_a_block_is_scanned_without_error(fixtures, indexed, tmp_path):
+    """A 40:1 strip has a canonical view 512 × 12: fewer rows than one verification block."""
+    with Image.open(fixtures.catalog / "rocket.jpg") as image:
+        strip = image.convert("RGB").crop((0, 200, image.width, 216)).resize((1600, 40))
+    strip.save(tmp_path / "banner.jpg", quality=90)
+    run = indexed.scan(tmp_path / "banner.jpg", threshold=0, jobs=1)
+    list(run)
+    assert not run.errors and run.stats["queries"] == 1
+
+
+def test_a_sibling_under_the_threshold_does_not_hide_one_above_it(fixtures, with_detail):
+    """Of the photo and its zoomed detail, the photo explains more of a copy and hides the
+    detail. Were the photo's own score under the threshold, the detail must still be reported."""
+    from imguard import scan
+
+    everything = list(with_detail.scan(fixtures.competitor("coffee__png.png"), threshold=0, jobs=1))
+    photo = next(m for m in everything if os.path.basename(m.reference) == "coffee.jpg")
+    detail = dataclasses.replace(photo, reference="coffee_detail.jpg", reference_sha256="other", score=0.8,
+                                 explanation=dataclasses.replace(photo.explanation, coverage=0.3))
+    weak_photo = dataclasses.replace(photo, score=0.7)
+    assert scan.select([weak_photo, detail], 0.5, None) == [weak_photo]  # the photo explains more
+    assert scan.select([weak_photo, detail], 0.75, None) == [detail]
+    assert scan.select([weak_photo, detail], 0.9, None) == []
