@@ -104,17 +104,17 @@ def fingerprint_view(
     )
 
 
-def region_hashes(view: View) -> list[tuple[hashing.Box, dict[str, bytes]]]:
+def region_hashes(view: View) -> list[tuple[hashing.Box, np.ndarray, dict[str, bytes]]]:
     """The sub-pictures of a composite view (see `hashing.regions`), each trimmed like a
-    canonical view, with its global hashes: a photo pasted into a collage, a screenshot or a meme
-    is found by the hash of its own region. Boxes are in view pixels."""
+    canonical view: box (view pixels), RGB crop and global hashes. A photo pasted into a
+    collage, a screenshot or a meme is found by the hash of its own region."""
     out = []
     original_per_view = (view.box[2] - view.box[0]) / view.rgb.shape[1]
     for box in hashing.regions(view.rgb):
         if min(box[2] - box[0], box[3] - box[1]) * original_per_view < REGION_MIN_SIDE:
             continue
-        grey = cv2.cvtColor(np.ascontiguousarray(view.rgb[box[1]:box[3], box[0]:box[2]]), cv2.COLOR_RGB2GRAY)
-        out.append((box, hashing.global_hashes(grey)))
+        crop = np.ascontiguousarray(view.rgb[box[1]:box[3], box[0]:box[2]])
+        out.append((box, crop, hashing.global_hashes(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY))))
     return out
 
 

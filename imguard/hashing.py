@@ -57,7 +57,7 @@ def _uniform_lines(lines: np.ndarray) -> int:
     reference = np.median(lines[0], axis=0).astype(np.int16)
     start, chunk = 0, 8
     while start < len(lines):
-        uniform = (_distance(lines[start:start + chunk], reference) <= TRIM_TOLERANCE).mean(axis=1) >= TRIM_SHARE
+        uniform = _near(lines[start:start + chunk], reference)
         if not uniform.all():
             return start + int(np.argmin(uniform))
         start, chunk = start + chunk, chunk * 2
@@ -142,7 +142,12 @@ def _uniform_each(lines: np.ndarray) -> np.ndarray:
     against its own median colour, taken over a few of its pixels."""
     samples = lines[:, np.linspace(0, lines.shape[1] - 1, 9).astype(int)]
     reference = np.median(samples, axis=1).astype(np.int16)[:, None, :]
-    return (_distance(lines, reference) <= TRIM_TOLERANCE).mean(axis=1) >= TRIM_SHARE
+    return _near(lines, reference)
+
+
+def _near(lines: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Per line: are TRIM_SHARE of its pixels within TRIM_TOLERANCE of `colour`?"""
+    return (_distance(lines, colour) <= TRIM_TOLERANCE).mean(axis=1) >= TRIM_SHARE
 
 
 def _distance(pixels: np.ndarray, colour: np.ndarray) -> np.ndarray:

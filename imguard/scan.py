@@ -263,10 +263,12 @@ class Matcher:
         self._hash_candidates(queries)
         for q in queries:
             self._verify_hash_hits(q)
+        unresolved = [q for q in queries if not _resolved(q)]
         for outcome, q in batch:
-            outcome.fast_path = _resolved(q)
-        self._feature_candidates([(q, q.view) for q in queries if not _resolved(q)])
-        composites = [q for q in queries if q.regions and not _resolved(q)]
+            outcome.fast_path = all(q is not u for u in unresolved)
+        self._feature_candidates([(q, q.view) for q in unresolved])
+        # the view's keypoints may have explained a composite already
+        composites = [q for q in unresolved if q.regions and not _resolved(q)]
         self._feature_candidates([(q, picture) for q in composites for picture in _fine_regions(q)])
         for outcome, q in batch:
             outcome.matches = select(list(q.results.values()), self.threshold, self.top)
@@ -426,10 +428,9 @@ def _query(path: str, data: bytes) -> _Query:
     picture = _Picture(view.rgb, view.box, fp.hashes)
     frame = picture.frame
     regions = []
-    for box, hashes in fingerprint.region_hashes(view):
+    for box, crop, hashes in fingerprint.region_hashes(view):
         (x0, y0), (x1, y1) = (frame @ [box[0], box[1], 1])[:2], (frame @ [box[2], box[3], 1])[:2]
-        regions.append(_Picture(np.ascontiguousarray(view.rgb[box[1]:box[3], box[0]:box[2]]),
-                                (round(x0), round(y0), round(x1), round(y1)), hashes))
+        regions.append(_Picture(crop, (round(x0), round(y0), round(x1), round(y1)), hashes))
     return _Query(path, data, fp, picture, regions)
 
 
