@@ -5,7 +5,9 @@
 Why it is built this way:
 - Every rate in the main table comes from the same JPEG files in the same run, after a warm-up
   and with the files already in the page cache, so that ratios between rows mean something on a
-  noisy machine. PNGs get their own small table: PNG has no scaled decode, so one PNG costs as
+  noisy machine. The targets are judged on the full-size JPEGs (>= 1 MP, the marketplace size the
+  speed issue measured on): on small files decoding is cheap and ORB's fixed cost per 512 px view
+  weighs more, so every ratio to the plain loop falls. A second table gives every JPEG. PNGs get their own small table: PNG has no scaled decode, so one PNG costs as
   much as several JPEGs and would blur the JPEG figures.
 - "One core" is one job, pinned to one CPU (sched_setaffinity) with FAISS at one thread, so that
   OpenCV, FAISS or numpy threads cannot hide in the one-job figure; "all cores" is one job per CPU.
@@ -55,6 +57,7 @@ SKIMAGE_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "cell.png", "chels
 FALLBACK_SIDE = 1000  # marketplace-like size for the upscaled fallback photos
 HASH_VIEW_SIDE = 64  # canonical-view side for the hashes-only 1/8 path: pHash needs only 32x32
 WARM_FILES = 8
+FULL_SIZE_MP = 1.0  # a "full-size" product JPEG: marketplaces ask >= 1000 px a side for zoom
 HASH_RADIUS = scan.HASH_RADIUS  # a hash hit worth a check in scan.py: recall is measured there
 HASH_K = scan.HASH_K
 GB = 1024**3
@@ -91,6 +94,12 @@ class Corpus:
     jpegs: list[str]
     pngs: list[str]
     source: str
+
+    @property
+    def full_size(self) -> list[str]:
+        """The JPEGs of at least FULL_SIZE_MP megapixels (every JPEG when none is that big)."""
+        big = [p for p in self.jpegs if np.prod(Image.open(p).size) >= FULL_SIZE_MP * 1e6]
+        return big or self.jpegs
 
 
 def spread(items: list[str], limit: int | None) -> list[str]:
@@ -451,18 +460,25 @@ def hash_experiment(real: dict, size: int, n_queries: int, numpy_queries: int) -
     return out
 
 
-def synthesise_features(real: dict, n_images: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A catalog of `n_images` ORB descriptor sets: the real photos' sets in turn, every bit flipped
-    with p = 0.15 (38 of 256 bits: the same keypoints seen again after an edit). One preallocated
-    array: the peak memory stays that of the catalog, not of its construction."""
-    sets = split(real["descs"], real["counts"])
-    counts = np.array([len(sets[i % len(sets)]) for i in range(n_images)])
-    codes = np.empty((int(counts.sum()), features.DESCRIPTOR_BYTES), np.uint8)
-    at = 0
-    for i, n in enumerate(counts):
-        codes[at:at + n] = sets[i % len(sets)]
-        at += n
-    return flip_bits(rng, codes, 0.15), np.repeat(np.arange(n_images, dtype=np.int64), counts)
+class SyntheticFeatures:
+    """A catalog of `n_images` ORB descriptor sets, made a batch of images at a time, the same at
+    every pass (as `Store.iter_descriptor_batches` reads the store): the real photos' sets in
+    turn, every bit flipped with p = 0.15 (38 of 256 bits: the same keypoints seen again after an
+    edit)."""
+
+    BATCH = 1024  # images, as the store reads them
+
+    def __init__(self, real: dict, n_images: int) -> None:
+        self.sets = split(real["descs"], real["counts"])
+        self.n_images = n_images
+        self.total = sum(len(self.sets[i % len(self.sets)]) for i in range(n_images))
+
+    def __call__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for number, first in enumerate(range(0, self.n_images, self.BATCH)):
+            images = range(first, min(first + self.BATCH, self.n_images))
+            codes = np.concatenate([self.sets[i % len(self.sets)] for i in images])
+            owners = np.repeat(np.array(images, np.int64), [len(self.sets[i % len(self.sets)]) for i in images])
+            yield owners, flip_bits(np.random.default_rng((2, number)), codes, 0.15)
 
 
 def feature_queries(real: dict, n: int) -> list[np.ndarray]:
@@ -487,19 +503,21 @@ def per_query_ms(part: index.BinaryIndex, queries: list[np.ndarray]) -> tuple[fl
 
 
 def feature_experiment(real: dict, n_images: int, n_queries: int, flat_queries: int, flat_max_images: int) -> dict:
-    rng = np.random.default_rng(2)
-    codes, owners = synthesise_features(real, n_images, rng)
-    out: dict = {"codes": len(codes), "rss_before_gb": rss_gb()}
-    ours, out["build_s"] = timed(lambda: index.build_binary(codes, owners, exact_limit=index.FEATURE_EXACT_LIMIT,
-                                                             nprobe=index.FEATURE_NPROBE))
+    catalog = SyntheticFeatures(real, n_images)
+    out: dict = {"codes": catalog.total, "rss_before_gb": rss_gb()}
+
+    def build(exact_limit: int) -> index.BinaryIndex:
+        return index.build_streamed(256, catalog.total, catalog, exact_limit=exact_limit, nprobe=index.FEATURE_NPROBE)
+
+    ours, out["build_s"] = timed(lambda: build(index.FEATURE_EXACT_LIMIT))
     out["peak_rss_gb"] = peak_rss_gb()
     out["kind"] = kind_of(ours)
     queries = feature_queries(real, n_queries)
     out["query_images"] = len(queries)
     out["ms_per_query"], found = per_query_ms(ours, queries)
     if is_ivf(ours) and n_images <= flat_max_images:
-        flat, out["flat_build_s"] = timed(lambda: index.build_binary(codes, owners, exact_limit=len(codes),
-                                                                     nprobe=index.FEATURE_NPROBE))
+        del ours
+        flat, out["flat_build_s"] = timed(lambda: build(catalog.total))
         few = queries[:flat_queries]
         out["flat_ms_per_query"], exact = per_query_ms(flat, few)
         out["flat_query_images"] = len(few)
@@ -508,9 +526,9 @@ def feature_experiment(real: dict, n_images: int, n_queries: int, flat_queries: 
 
 
 def feature_bytes_lower_bound(n_codes: int, ivf: bool) -> int:
-    """What building the feature index must hold at once: the caller's codes (32 B) and owners
-    (8 B), and the index's copy of the codes (32 B) plus, for IVF, a row id (8 B) per code."""
-    return n_codes * (32 + 8 + 32 + (8 if ivf else 0))
+    """What building the feature index must hold at once: its codes (32 B) and row ids (8 B),
+    and for IVF each code's list while the lists are filled (4 B)."""
+    return n_codes * (32 + 8 + (4 if ivf else 0))
 
 
 def run_child(args: list[str], timeout: float) -> dict:
@@ -620,6 +638,12 @@ def feature_section(results: list[dict]) -> str:
     return table(["catalog images", "descriptors", "imguard index", "build s", "ms / query image, 1 thread",
                   "exact flat, ms / query", f"recall at ≤ {scan.VOTE_DISTANCE} bits", "peak RSS GB"], lines,
                  "rrlrrlrl")
+
+
+def scan_note(stats: dict, n_jpegs: int) -> str:
+    return (f"Scan: {stats.get('queries', 0)} queries, {stats.get('matched_queries', 0)} matched, "
+            f"{stats.get('fast_path', 0)} settled by the hash fast path (each file scanned against a catalog "
+            f"of the other half of every JPEG, {n_jpegs // 2} images).")
 
 
 def at_least(value: float | None, bound: float) -> bool | None:
@@ -753,9 +777,13 @@ def main(argv: list[str] | None = None) -> None:
         preload(corpus.jpegs + corpus.pngs)
         scan_bench = ScanBench(corpus.jpegs, workdir, job_counts[-1])
         rows = methods(scan_bench)
-        log("throughput, JPEG:")
-        rates = throughput(rows, corpus.jpegs, job_counts, log)
+        full_size = corpus.full_size
+        log(f"throughput, full-size JPEG ({len(full_size)} files):")
+        rates = throughput(rows, full_size, job_counts, log)
         scan_stats = dict(scan_bench.stats)
+        log(f"throughput, every JPEG ({len(corpus.jpegs)} files):")
+        all_rates = throughput(rows, corpus.jpegs, job_counts, log)
+        all_scan_stats = dict(scan_bench.stats)
         png_rows = [m for m in rows if m.png]
         log("throughput, PNG:")
         png_rates = throughput(png_rows, corpus.pngs, [1], log) if corpus.pngs else {}
@@ -782,7 +810,8 @@ def main(argv: list[str] | None = None) -> None:
         "",
         table(["target", "measured", "result"], [t.row() for t in targets(rows, rates, job_counts[-1], h, feats)], "lll"),
         "",
-        f"## Images per second, JPEG ({len(corpus.jpegs)} files, same files for every row)",
+        f"## Images per second, full-size JPEG ({len(full_size)} files of ≥ {FULL_SIZE_MP:g} MP, mean "
+        f"{mean_megapixels(full_size):.2f} MP; same files for every row; the targets above)",
         "",
         "One job: pinned to one CPU, FAISS at one thread. More jobs: imguard's process pool, or a fork "
         "`multiprocessing.Pool` for the per-file loops (pool start-up included). Each figure is one timed run "
@@ -790,9 +819,15 @@ def main(argv: list[str] | None = None) -> None:
         "",
         throughput_section(rows, rates, job_counts),
         "",
-        f"Scan: {scan_stats.get('queries', 0)} queries, {scan_stats.get('matched_queries', 0)} matched, "
-        f"{scan_stats.get('fast_path', 0)} settled by the hash fast path (each file scanned against a catalog "
-        f"of the other half of the files, {len(corpus.jpegs) // 2} images).",
+        scan_note(scan_stats, len(corpus.jpegs)),
+        "",
+        f"## Images per second, every JPEG ({len(corpus.jpegs)} files, mean {mean_megapixels(corpus.jpegs):.2f} MP)",
+        "",
+        "The same rows on every JPEG, small ones included (for reference; the targets use the table above).",
+        "",
+        throughput_section(rows, all_rates, job_counts),
+        "",
+        scan_note(all_scan_stats, len(corpus.jpegs)),
         "",
     ]
     if png_rates:
@@ -816,10 +851,10 @@ def main(argv: list[str] | None = None) -> None:
         f"Catalogs synthesised from the {real['photos']} photos' real ORB descriptors (~{real['mean_descriptors']} per "
         "image, 512 px views): image i is photo i mod n with every bit flipped with p = 0.15. Queries: real "
         "photos, descriptors of the view and of its mirror (~1400 per image), searched in chunks of "
-        f"{engine.CHUNK} images like scan.py. Index: `build_binary(..., exact_limit=FEATURE_EXACT_LIMIT = "
+        f"{engine.CHUNK} images like scan.py. Index: `build_streamed(..., exact_limit=FEATURE_EXACT_LIMIT = "
         f"{index.FEATURE_EXACT_LIMIT:,}, nprobe=FEATURE_NPROBE = {index.FEATURE_NPROBE})`, as "
-        "`CatalogIndex.build` calls it. Peak RSS: the subprocess that synthesised the catalog and built the "
-        "index (the caller's codes and owners included, as in `CatalogIndex.build`).",
+        "`CatalogIndex.build` calls it, fed by batches of 1,024 synthesised images as the store feeds it. "
+        "Peak RSS: the subprocess that built the index (the 669 photos' real codes included).",
         "",
         feature_section(feats),
         "",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import faiss
@@ -48,6 +49,31 @@ class BinaryIndex:
         """Add codes, each owned by a catalog image id."""
         if len(codes):
             self.index.add_with_ids(np.ascontiguousarray(codes, np.uint8), np.ascontiguousarray(owners, np.int64))
+
+    def add_batches(self, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]) -> None:
+        """Add (owners, codes) batches from `batches()`, which an inverted-file index calls twice:
+        once to count the codes of each list and reserve exactly that room, once to fill the
+        lists. Appending alone grows each list by doubling, up to twice the memory the codes need
+        (~2.4 GB of codes and ids for 100,000 catalog images, benchmarks/speed.py)."""
+        index = faiss.downcast_IndexBinary(self.index)
+        if not isinstance(index, faiss.IndexBinaryIVF):
+            for owners, codes in batches():
+                self.add(codes, owners)
+            return
+        assigned, counts = [], np.zeros(index.nlist, np.int64)
+        for _, codes in batches():
+            lists = index.quantizer.assign(np.ascontiguousarray(codes, np.uint8), 1).ravel().astype(np.int32)
+            counts += np.bincount(lists, minlength=index.nlist)
+            assigned.append(lists)
+        invlists = faiss.downcast_InvertedLists(index.invlists)
+        for number in np.flatnonzero(counts).tolist():
+            invlists.resize(number, int(counts[number]))  # allocates exactly this many...
+            invlists.resize(number, 0)  # ...and keeps the room: a vector never shrinks its capacity
+        for (owners, codes), lists in zip(batches(), assigned, strict=True):
+            # swig_ptr holds no reference: every array must outlive the call
+            codes, owners = np.ascontiguousarray(codes, np.uint8), np.ascontiguousarray(owners, np.int64)
+            lists = lists.astype(np.int64)
+            index.add_core(len(codes), faiss.swig_ptr(codes), faiss.swig_ptr(owners), faiss.swig_ptr(lists))
 
     def search(self, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """k nearest rows of each code: (Hamming distances, owner image ids); -1 when empty."""
@@ -129,6 +155,25 @@ def build_binary(codes: np.ndarray, owners: np.ndarray, *, exact_limit: int, npr
     return part
 
 
+def build_streamed(bits: int, total: int, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], *,
+                   exact_limit: int, nprobe: int) -> BinaryIndex:
+    """An index of `total` codes read a batch at a time (ORB descriptors: 100,000 catalog images
+    are ~60M of them): `batches()` gives (owners, codes), the same every call. One pass picks the
+    random sample the lists are centred on, two more fill them (see `add_batches`). The build
+    holds the index, its lists' assignments and one batch, never every code twice."""
+    rows = random_rows(total, max(16, total // LIST_SIZE * 2))
+    picked, start = [], 0
+    for _, codes in batches():
+        lo, hi = np.searchsorted(rows, [start, start + len(codes)])
+        picked.append(codes[rows[lo:hi] - start])
+        start += len(codes)
+    sample = np.concatenate(picked) if picked else np.zeros((0, bits // 8), np.uint8)
+    part = new_binary(bits, total, sample[np.random.default_rng(SEED).permutation(len(sample))],
+                      exact_limit=exact_limit, nprobe=nprobe)
+    part.add_batches(batches)
+    return part
+
+
 @dataclass
 class CatalogIndex:
     """The searchable form of a catalog: pHash and dHash indexes and the ORB descriptor index."""
@@ -140,27 +185,19 @@ class CatalogIndex:
 
     @classmethod
     def build(cls, store: Store) -> CatalogIndex:
-        generation = store.generation
-        ids, phashes, dhashes = store.hash_table()
+        """Built from one snapshot of the store: an `index` run writing meanwhile cannot mix
+        two generations into one index."""
+        with store.snapshot():
+            generation = store.generation
+            ids, phashes, dhashes = store.hash_table()
+            features = build_streamed(256, store.descriptor_count(), store.iter_descriptor_batches,
+                                      exact_limit=FEATURE_EXACT_LIMIT, nprobe=FEATURE_NPROBE)
         return cls(
             generation=generation,
             phash=build_binary(phashes, ids, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
             dhash=build_binary(dhashes, ids, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
-            features=cls._build_features(store),
+            features=features,
         )
-
-    @staticmethod
-    def _build_features(store: Store) -> BinaryIndex:
-        """Streamed from the store, a batch of images at a time: the build holds the index and
-        one batch, never every descriptor twice (100,000 images are ~60M descriptors)."""
-        total = store.descriptor_count()
-        nlist_max = max(16, total // LIST_SIZE * 2)
-        rows = random_rows(total, nlist_max)
-        sample = store.descriptor_rows(rows)[np.random.default_rng(SEED).permutation(len(rows))]
-        part = new_binary(256, total, sample, exact_limit=FEATURE_EXACT_LIMIT, nprobe=FEATURE_NPROBE)
-        for owners, codes in store.iter_descriptor_batches():
-            part.add(codes, owners)
-        return part
 
     def save(self, folder: str, catalog_id: str) -> None:
         """Write every file atomically (temp file + rename); the JSON stamp goes last."""

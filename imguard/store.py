@@ -7,6 +7,7 @@ history) add tables through migrations instead of a rewrite.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -244,6 +245,19 @@ class Store:
 
     # -- reads ------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one state of the store (a read transaction; in WAL mode writers go
+        on meanwhile): an index built by several reads is built from one generation."""
+        if self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.commit()
+
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
@@ -282,15 +296,6 @@ class Store:
             counts = [len(blob) // 32 for _, blob in rows]
             owners = np.repeat(np.array([r[0] for r in rows], np.int64), counts)
             yield owners, np.frombuffer(b"".join(blob for _, blob in rows), np.uint8).reshape(-1, 32)
-
-    def descriptor_rows(self, rows: np.ndarray) -> np.ndarray:
-        """The descriptors at the given sorted row numbers of the `iter_descriptor_batches` order."""
-        picked, start = [], 0
-        for _, codes in self.iter_descriptor_batches():
-            lo, hi = np.searchsorted(rows, [start, start + len(codes)])
-            picked.append(codes[rows[lo:hi] - start])
-            start += len(codes)
-        return np.concatenate(picked) if picked else np.zeros((0, 32), np.uint8)
 
     def reference(self, image_id: int, *, with_features: bool = True) -> Reference:
         row = self._db.execute(
