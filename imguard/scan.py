@@ -117,6 +117,14 @@ class _Picture:
     hashes: dict[str, bytes] = field(default_factory=dict)
     points: features.Features | None = None  # ORB keypoints and descriptors, when extracted
     mirror_points: features.Features | None = None
+    _checked: verify.QueryImage | None = None
+
+    @property
+    def checked(self) -> verify.QueryImage:
+        """The picture as dense checks take it, made once for all its candidates."""
+        if self._checked is None:
+            self._checked = verify.QueryImage(self.rgb)
+        return self._checked
 
     @property
     def size(self) -> tuple[int, int]:
@@ -382,7 +390,8 @@ class Matcher:
 
     def _verified(self, q: _Query, picture: _Picture, ref: Reference, alignment: verify.Alignment,
                   method: str) -> Match:
-        check = verify.dense_check(self._canvas(ref), ref.view_size, picture.rgb, alignment, query_detail=picture.detail)
+        check = verify.dense_check(self._canvas(ref), ref.view_size, picture.checked, alignment,
+                                   query_detail=picture.detail)
         return self._match(q, ref, round(check.score, 4), _explain(q, picture, ref, check, method))
 
     def _unverified(self, q: _Query, ref: Reference) -> Match:

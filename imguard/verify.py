@@ -166,7 +166,36 @@ class Canvas:
         return Canvas(rgb, grey, _block_means(grey), _block_means(grey * grey), self.small)
 
 
-def dense_check(canvas: Canvas, reference_view_size: tuple[int, int], query_view: np.ndarray,
+class QueryImage:
+    """A query picture as dense checks see it, against however many references: its mirror
+    image and its area-shrunk copies are made once (each costs about as much as a comparison)."""
+
+    CACHED = 8  # shrunk copies kept: a query's candidates share a few scales
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        self.rgb = rgb
+        self._mirror: np.ndarray | None = None
+        self._shrunk: dict[tuple[bool, tuple[int, int]], np.ndarray] = {}
+
+    def oriented(self, mirrored: bool) -> np.ndarray:
+        if not mirrored:
+            return self.rgb
+        if self._mirror is None:
+            self._mirror = np.ascontiguousarray(self.rgb[:, ::-1])
+        return self._mirror
+
+    def shrunk(self, mirrored: bool, scale: float) -> tuple[np.ndarray, float]:
+        """The oriented picture shrunk by about `scale`, and the scale used (see `_shrunk`)."""
+        size = _shrunk_size(self.rgb.shape, scale)
+        key = (mirrored, size)
+        if key not in self._shrunk:
+            if len(self._shrunk) >= self.CACHED:
+                self._shrunk.clear()
+            self._shrunk[key] = _shrunk(self.oriented(mirrored), scale)[0]
+        return self._shrunk[key], size[0] / self.rgb.shape[1]
+
+
+def dense_check(canvas: Canvas, reference_view_size: tuple[int, int], query_view: np.ndarray | QueryImage,
                 alignment: Alignment, *, query_detail: float = 1.0) -> DenseCheck:
     """Refine the alignment, warp the query onto the reference canvas, compare block by block.
 
@@ -174,15 +203,17 @@ def dense_check(canvas: Canvas, reference_view_size: tuple[int, int], query_view
     upscaled to its view); the reference is brought down to the query's real resolution, so
     that detail the copy never had does not count against it.
     """
+    if not isinstance(query_view, QueryImage):
+        query_view = QueryImage(query_view)
     cw, ch = canvas.size
     to_canvas = np.diag([cw / reference_view_size[0], ch / reference_view_size[1], 1.0])
-    query = np.ascontiguousarray(query_view[:, ::-1] if alignment.mirrored else query_view)
+    query = query_view.oriented(alignment.mirrored)
     initial = to_canvas @ _square(alignment.matrix)
     # A query larger than the canvas is shrunk once (area averaging: a bilinear warp alone would
     # alias), not at each of the warps below.
     shrink = min(1.0, _scale(initial))
     if shrink < 0.7:
-        query, shrink = _shrunk(query, shrink)
+        query, shrink = query_view.shrunk(alignment.mirrored, shrink)
         initial, query_detail = initial @ np.diag([1 / shrink, 1 / shrink, 1.0]), query_detail / shrink
     else:
         shrink = 1.0
@@ -241,9 +272,12 @@ def _warp(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> tuple
 
 def _shrunk(image: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
     """`image` shrunk by about `scale` (area averaging), never to nothing, and the scale used."""
-    height, width = image.shape[:2]
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), size[0] / width
+    size = _shrunk_size(image.shape, scale)
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), size[0] / image.shape[1]
+
+
+def _shrunk_size(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+    return (max(1, round(shape[1] * scale)), max(1, round(shape[0] * scale)))
 
 
 def _shift(canvas: Canvas, query: np.ndarray, matrix: np.ndarray) -> np.ndarray:

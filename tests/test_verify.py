@@ -80,3 +80,24 @@ def test_coverage_helpers_on_degenerate_input():
     assert verify.share_inside(points, np.zeros((4, 2))) == 0.0  # covered nothing
     square = np.array([[0, 0], [40, 0], [40, 40], [0, 40]], float)
     assert verify.share_inside(points, square) == 0.5
+
+
+def test_a_query_image_checked_against_many_references_gives_each_a_fresh_result(fixtures, rocket):
+    """The mirror image and the shrunk copies a QueryImage keeps for its next candidates change
+    no check: each equals a check of the bare array, in either orientation and at any scale."""
+    reference, canvas, query = rocket
+    size = (reference.shape[1], reference.shape[0])
+    other = _view(fixtures.catalog / "motorcycle.jpg")
+    other_canvas = _canvas(other)
+    kept = verify.QueryImage(query)
+    cases = [(canvas, size, _framed(query, reference, dx, 0)) for dx in (0, 3)]
+    cases.append((other_canvas, (other.shape[1], other.shape[0]), _framed(query, other, 0, 0)))
+    mirrored = _framed(query, reference, 0, 0)
+    cases.append((canvas, size, dataclasses.replace(mirrored, mirrored=True)))
+    cases.append((canvas, size, dataclasses.replace(mirrored, matrix=mirrored.matrix * [[0.5], [0.5]])))
+    for target, target_size, alignment in cases * 2:
+        cached = verify.dense_check(target, target_size, kept, alignment)
+        fresh = verify.dense_check(target, target_size, query.copy(), alignment)
+        assert (cached.score, cached.blocks, cached.covered) == (fresh.score, fresh.blocks, fresh.covered)
+        assert np.array_equal(cached.alignment.matrix, fresh.alignment.matrix)
+    assert 0 < len(kept._shrunk) <= verify.QueryImage.CACHED and kept._mirror is not None
