@@ -16,9 +16,9 @@ import numpy as np
 from . import features, hashing, load
 
 # Bumped whenever a change makes fingerprints incomparable with the previous ones (2: hashes on an
-# area-averaged shrink; 3: dHash shrunk from pHash's 32×32): the store records it per image, and
-# `Catalog.add` redoes older ones.
-FINGERPRINT_VERSION = 3
+# area-averaged shrink; 3: dHash shrunk from pHash's 32×32; 4: JPEG drafts within DRAFT_SLACK):
+# the store records it per image, and `Catalog.add` redoes older ones.
+FINGERPRINT_VERSION = 4
 THUMB_SIDE = 256  # reference pixels kept in the store for verification and evidence
 THUMB_QUALITY = 90
 REGION_MIN_SIDE = 48  # original pixels: a smaller sub-picture holds too little to be verified

@@ -103,6 +103,19 @@ def test_decoded_size_and_original_size(fixtures):
     assert small.rgb.shape[:2] == (60, 80)
 
 
+def test_a_marketplace_size_jpeg_decodes_at_half_scale(fixtures, tmp_path):
+    """A 1000 px JPEG (the size marketplaces ask for) and a 512 px view: the draft may stop
+    DRAFT_SLACK short, so the decoder scales the DCT by 1/2 (500 px) instead of decoding in full;
+    asked for a side the half cannot give within the slack, it decodes in full."""
+    from PIL import Image
+
+    path = tmp_path / "thousand.jpg"
+    Image.open(fixtures.catalog / "motorcycle.jpg").resize((1000, 675)).save(path, quality=90)
+    assert max(load.load(str(path), 512).rgb.shape[:2]) == 500
+    assert max(load.load(str(path), 530).rgb.shape[:2]) == 1000
+    assert max(load.load(str(path), 240).rgb.shape[:2]) == 250  # 1/4
+
+
 def test_sha256_and_size_are_of_the_file_bytes(fixtures):
     import hashlib
 
