@@ -126,8 +126,11 @@ class Catalog:
         known = self.store.file_states()
         seen: set[str] = set()
 
+        def unreadable(path: str, reason: str) -> None:
+            result.errors.append(ScanError(path, reason))
+
         def todo() -> Iterator[tuple[str, str, float]]:
-            for path in load.iter_sources(sources):
+            for path in load.iter_sources(sources, on_error=unreadable):
                 abspath = os.path.abspath(path)
                 seen.add(abspath)
                 try:
@@ -222,11 +225,19 @@ class Catalog:
         run_chunks = _runner(engine, jobs, scheduler)
         matcher = self.matcher(threshold=threshold, top=top)
 
+        unreadable: list[scan.Outcome] = []  # folders the walk could not list, reported as errors
+
         def outcomes() -> Iterator[scan.Outcome]:
-            for chunk in run_chunks(_match_chunk, matcher, load.iter_sources(sources, remote=True)):
+            paths = load.iter_sources(sources, remote=True,
+                                      on_error=lambda path, reason: unreadable.append(
+                                          scan.Outcome(path, error=ScanError(path, reason))))
+            for chunk in run_chunks(_match_chunk, matcher, paths):
                 if progress:
                     progress(len(chunk))
                 yield from chunk
+                yield from unreadable
+                unreadable.clear()
+            yield from unreadable
 
         return ScanRun(outcomes())
 

@@ -12,7 +12,7 @@ import os
 import stat
 import struct
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,12 +44,16 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
-def iter_image_files(source: str | os.PathLike[str]) -> Iterator[str]:
+OnError = Callable[[str, str], None]  # (path, reason) of something the walk could not read
+
+
+def iter_image_files(source: str | os.PathLike[str], on_error: OnError | None = None) -> Iterator[str]:
     """Yield image paths under `source` (a file or a folder, walked recursively).
 
     Paths keep the form the user gave (a relative folder gives relative paths). Hidden files and
     folders and non-image suffixes are skipped; a folder reached twice (symlink loop) is walked once.
-    Entries stream in directory order: nothing holds the whole listing.
+    Entries stream in directory order: nothing holds the whole listing. An unreadable `source`
+    raises SourceError; an unreadable folder inside it goes to `on_error` and the walk goes on.
     """
     root = os.fspath(source)
     try:
@@ -72,6 +76,8 @@ def iter_image_files(source: str | os.PathLike[str]) -> Iterator[str]:
         except OSError as exc:
             if folder == root:
                 raise SourceError(f"{root}: cannot read folder ({exc.strerror or exc})") from exc
+            if on_error is not None:
+                on_error(folder, f"cannot read folder ({exc.strerror or exc})")
             continue
         subfolders = []
         with entries:
@@ -89,8 +95,9 @@ def iter_image_files(source: str | os.PathLike[str]) -> Iterator[str]:
 
 
 def iter_sources(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
-                 remote: bool = False) -> Iterator[str]:
-    """Image paths of one source or of several (files and folders mixed).
+                 remote: bool = False, on_error: OnError | None = None) -> Iterator[str]:
+    """Image paths of one source or of several (files and folders mixed); unreadable folders
+    inside them go to `on_error` (see `iter_image_files`).
 
     With `remote=True` (scans), URLs (http(s)://, s3://, gs://...) and CSV manifests are expanded
     by `imguard.sources` (extra `imguard[remote]`) into image URLs or paths.
@@ -104,7 +111,7 @@ def iter_sources(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[st
             if remote_sources.handles(source):
                 yield from remote_sources.iter_remote_source(source)
                 continue
-        yield from iter_image_files(source)
+        yield from iter_image_files(source, on_error)
 
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes:

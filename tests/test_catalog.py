@@ -421,3 +421,31 @@ def test_inverted_file_indexes_find_the_copies_exact_search_finds(fixtures, cata
     with imguard.Catalog.open(tmp_path / "guard", create=False) as cat:  # loaded from disk
         loaded = CatalogIndex.load(str(tmp_path / "guard"), cat.store)
         assert loaded is not None and loaded.features.kind == kinds["features"]
+
+
+def test_an_unreadable_subfolder_is_an_error_and_the_walk_goes_on(fixtures, catalog_copy, tmp_path, monkeypatch):
+    """A folder inside the sources that cannot be listed is reported by path and reason, by
+    `add` and by `scan`; every readable file is still indexed and scanned."""
+    competitors = tmp_path / "competitors"
+    shutil.copytree(fixtures.competitors, competitors)
+    locked = [catalog_copy / "locked", competitors / "locked"]
+    for folder in locked:
+        folder.mkdir()
+        shutil.copyfile(fixtures.catalog / "chelsea.jpg", folder / "hidden-from-us.jpg")
+    real_scandir = os.scandir
+
+    def refuse(path):
+        if os.fspath(path) in {str(folder) for folder in locked}:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    reason = "cannot read folder (Permission denied)"
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        result = cat.add(catalog_copy, jobs=1)
+        assert result.added == len(fixtures.catalog_names)
+        assert [(e.path, e.error) for e in result.errors] == [(str(locked[0]), reason)]
+        run = cat.scan(competitors, jobs=1)
+        matched = {base(m.query) for m in run}
+        assert [(e.path, e.error) for e in run.errors] == [(str(locked[1]), reason)]
+        assert len(matched) >= 10 and "hidden-from-us.jpg" not in matched
