@@ -198,8 +198,9 @@ def run_imguard(ds: Dataset, query_ids: list[int], jobs: int, name: str = "imgua
     "imguard-exact": flat (exact) FAISS search whatever the catalog size, the reference that the
     approximate indexes are held to (at most 2 points of recall lost). "imguard-10k": the
     feature index split into as many inverted lists as a 10,000-image catalog gets (each list
-    then holds a few codes), probed as imguard probes them: the approximate search's share of
-    neighbours found, and so its loss, is then that of a 10,000-image catalog."""
+    then holds a few codes), probed as imguard probes them: the share of neighbours a probe
+    finds, and so the votes the approximate search loses, are then those of a 10,000-image
+    catalog (its 30x more distractors competing for votes are not reproduced)."""
     run = MethodRun(name, METHOD_LABELS[name], query_ids)
     try:
         import imguard

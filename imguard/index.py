@@ -52,10 +52,11 @@ class BinaryIndex:
             self.index.add_with_ids(np.ascontiguousarray(codes, np.uint8), np.ascontiguousarray(owners, np.int64))
 
     def add_batches(self, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]) -> None:
-        """Add (owners, codes) batches from `batches()`, which an inverted-file index calls twice:
-        once to count the codes of each list and reserve exactly that room, once to fill the
-        lists. Appending alone grows each list by doubling, up to twice the memory the codes need
-        (~2.4 GB of codes and ids for 100,000 catalog images, benchmarks/speed.py)."""
+        """Add (owners, codes) batches from `batches()`, which an inverted-file index calls twice,
+        and which must give the same batches both times: once to count the new codes of each
+        list and reserve exactly that room, once to fill the lists. Appending alone grows each
+        list by doubling, up to twice the memory the codes need (~2.4 GB of codes and ids for
+        100,000 catalog images, benchmarks/speed.py)."""
         index = faiss.downcast_IndexBinary(self.index)
         if not isinstance(index, faiss.IndexBinaryIVF):
             for owners, codes in batches():
@@ -68,11 +69,14 @@ class BinaryIndex:
             assigned.append(lists)
         invlists = faiss.downcast_InvertedLists(index.invlists)
         for number in np.flatnonzero(counts).tolist():
-            invlists.resize(number, int(counts[number]))  # allocates exactly this many...
-            invlists.resize(number, 0)  # ...and keeps the room: a vector never shrinks its capacity
+            held = invlists.list_size(number)
+            invlists.resize(number, held + int(counts[number]))  # allocates exactly this much...
+            invlists.resize(number, held)  # ...and keeps the room: a vector never shrinks its capacity
         for (owners, codes), lists in zip(batches(), assigned, strict=True):
             # swig_ptr holds no reference: every array must outlive the call
             codes, owners = np.ascontiguousarray(codes, np.uint8), np.ascontiguousarray(owners, np.int64)
+            if not len(codes) == len(owners) == len(lists):  # add_core would read past the arrays
+                raise ValueError("add_batches: batches() gave other batches the second time")
             lists = lists.astype(np.int64)
             index.add_core(len(codes), faiss.swig_ptr(codes), faiss.swig_ptr(owners), faiss.swig_ptr(lists))
 
@@ -168,6 +172,8 @@ def build_streamed(bits: int, total: int, batches: Callable[[], Iterable[tuple[n
         lo, hi = np.searchsorted(rows, [start, start + len(codes)])
         picked.append(codes[rows[lo:hi] - start])
         start += len(codes)
+    if start != total:
+        raise ValueError(f"build_streamed: batches() gave {start} codes, not {total}")
     sample = np.concatenate(picked) if picked else np.zeros((0, bits // 8), np.uint8)
     part = new_binary(bits, total, sample[np.random.default_rng(SEED).permutation(len(sample))],
                       exact_limit=exact_limit, nprobe=nprobe)

@@ -136,7 +136,7 @@ DRAFT_SLACK = 0.97
 
 def decode(data: bytes, name: str, min_side: int) -> Decoded:
     """Decode image bytes to RGB whose long side is about `min_side` or more (never upscaled;
-    a JPEG's may be up to DRAFT_SLACK short of it).
+    a JPEG's may fall 1 - DRAFT_SLACK, 3 %, short of it).
 
     Raises ImageError naming `name` for anything that is not a readable image.
     """

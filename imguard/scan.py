@@ -117,7 +117,7 @@ class _Picture:
     hashes: dict[str, bytes] = field(default_factory=dict)
     points: features.Features | None = None  # ORB keypoints and descriptors, when extracted
     mirror_points: features.Features | None = None
-    _checked: verify.QueryImage | None = None
+    _checked: verify.QueryImage | None = field(default=None, init=False, repr=False)
 
     @property
     def checked(self) -> verify.QueryImage:

@@ -248,7 +248,8 @@ class Store:
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
         """Reads inside see one state of the store (a read transaction; in WAL mode writers go
-        on meanwhile): an index built by several reads is built from one generation."""
+        on meanwhile): an index built by several reads is built from one generation. For reads
+        only: a write inside would commit and end the snapshot."""
         if self._db.in_transaction:
             yield
             return
@@ -256,7 +257,7 @@ class Store:
         try:
             yield
         finally:
-            self._db.commit()
+            self._db.rollback()  # nothing to keep: the snapshot only read
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])

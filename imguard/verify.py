@@ -181,7 +181,7 @@ class QueryImage:
         if not mirrored:
             return self.rgb
         if self._mirror is None:
-            self._mirror = np.ascontiguousarray(self.rgb[:, ::-1])
+            self._mirror = _frozen(np.ascontiguousarray(self.rgb[:, ::-1]))
         return self._mirror
 
     def shrunk(self, mirrored: bool, scale: float) -> tuple[np.ndarray, float]:
@@ -191,17 +191,25 @@ class QueryImage:
         if key not in self._shrunk:
             if len(self._shrunk) >= self.CACHED:
                 self._shrunk.clear()
-            self._shrunk[key] = _shrunk(self.oriented(mirrored), scale)[0]
+            self._shrunk[key] = _frozen(_shrunk(self.oriented(mirrored), scale)[0])
         return self._shrunk[key], size[0] / self.rgb.shape[1]
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """Read-only: a cached picture must never be changed by the check that borrows it."""
+    array.setflags(write=False)
+    return array
 
 
 def dense_check(canvas: Canvas, reference_view_size: tuple[int, int], query_view: np.ndarray | QueryImage,
                 alignment: Alignment, *, query_detail: float = 1.0) -> DenseCheck:
     """Refine the alignment, warp the query onto the reference canvas, compare block by block.
 
-    `query_detail`: original query pixels per query-view pixel (below 1 when a small query was
-    upscaled to its view); the reference is brought down to the query's real resolution, so
-    that detail the copy never had does not count against it.
+    `query_view`: the query picture (its canonical view or a region), best as a QueryImage
+    when it is checked against several references. `query_detail`: original query pixels per
+    query-view pixel (below 1 when a small query was upscaled to its view); the reference is
+    brought down to the query's real resolution, so that detail the copy never had does not
+    count against it.
     """
     if not isinstance(query_view, QueryImage):
         query_view = QueryImage(query_view)
