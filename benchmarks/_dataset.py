@@ -39,6 +39,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 SHARED_PRODUCTS = REPO_ROOT.parent / "shared" / "data" / "products"
 CACHE_DIR = BENCH_DIR / ".cache"
+
+
+def shown(path: Path) -> str:
+    """A path as the committed tables print it: relative to the repository (no absolute paths)."""
+    return os.path.relpath(path, REPO_ROOT)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 # skimage/data files that are not independent photos: a stereo twin, synthetic charts, masks.
 SKIMAGE_EXCLUDE = {

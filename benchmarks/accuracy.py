@@ -362,7 +362,7 @@ def render_report(ds: Dataset, runs: list[MethodRun], argv: list[str], seconds: 
     out.append(f"- command: `{' '.join(shlex.quote(a) for a in argv)}`")
     out.append(f"- seed: {ds.params['seed']}; quick: {ds.params['quick']}; machine: {os.cpu_count()} cores")
     out.append(
-        f"- sources: {ds.sources.kind} ({len(ds.sources.rels)} images, {ds.sources.root}); "
+        f"- sources: {ds.sources.kind} ({len(ds.sources.rels)} images, {_dataset.shown(ds.sources.root)}); "
         f"grouping: {_dataset.grouping_summary(ds.grouping)}"
     )
     out.append(

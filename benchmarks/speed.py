@@ -49,7 +49,8 @@ import imguard
 from imguard import engine, features, fingerprint, hashing, index, load, scan
 from imguard.errors import ImageError
 
-PRODUCTS = Path(__file__).resolve().parents[1].parent / "shared/data/products"
+REPO = Path(__file__).resolve().parents[1]
+PRODUCTS = REPO.parent / "shared/data/products"
 JPEG_SUFFIXES = {".jpg", ".jpeg"}
 # skimage/data files that are photographs (the fallback corpus when ../shared is absent).
 SKIMAGE_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png",
@@ -116,7 +117,7 @@ def find_corpus(sizes: Sizes, workdir: Path) -> Corpus:
         files = sorted(str(p) for p in PRODUCTS.rglob("*") if p.is_file() and load.is_image_name(p.name))
         jpegs = [p for p in files if Path(p).suffix.lower() in JPEG_SUFFIXES]
         pngs = [p for p in files if Path(p).suffix.lower() == ".png"]
-        return Corpus(spread(jpegs, sizes.files), spread(pngs, sizes.pngs), f"product photos in {PRODUCTS}")
+        return Corpus(spread(jpegs, sizes.files), spread(pngs, sizes.pngs), f"product photos in {os.path.relpath(PRODUCTS, REPO)}")
     return skimage_corpus(workdir / "skimage")
 
 
@@ -139,7 +140,7 @@ def skimage_corpus(folder: Path) -> Corpus:
         image.save(f"{stem}.png")
         jpegs.append(f"{stem}.jpg")
         pngs.append(f"{stem}.png")
-    return Corpus(jpegs, pngs, f"scikit-image photos upscaled to {FALLBACK_SIDE} px (no {PRODUCTS})")
+    return Corpus(jpegs, pngs, f"scikit-image photos upscaled to {FALLBACK_SIDE} px (no {os.path.relpath(PRODUCTS, REPO)})")
 
 
 def image_size(path: str) -> tuple[int, int]:
