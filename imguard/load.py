@@ -33,7 +33,8 @@ _SWAPS_AXES = {5, 6, 7, 8}
 class Decoded:
     """An image file decoded to RGB at reduced size, with facts about the original."""
 
-    rgb: np.ndarray  # H×W×3 uint8; long side >= the requested size (a JPEG: DRAFT_SLACK of it) unless the original is smaller
+    rgb: np.ndarray  # H×W×3 uint8; long side >= the requested size (a JPEG's: DRAFT_SLACK of it),
+    # unless the original is smaller
     width: int  # original pixel size, after EXIF orientation
     height: int
     sha256: str  # of the file bytes: evidence and change detection
@@ -130,7 +131,8 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
 
 # A JPEG draft may stop this much short of the side asked for: the 1000 px and 2000 px photos
 # marketplaces ask for then decode at 1/2 and 1/4 scale (500 px) for a 512 px view, instead of
-# in full, at 2.5x the cost (benchmarks/speed.py); the view's 2.4 % upscale loses no feature.
+# at twice that side (4x the pixels); the view's 2.4 % upscale costs the features nothing
+# measurable (benchmarks/RESULTS.md).
 DRAFT_SLACK = 0.97
 
 
