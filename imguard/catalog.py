@@ -58,7 +58,7 @@ class ScanRun:
     def __iter__(self) -> Iterator[Match]:
         start = time.perf_counter()
         for outcome in self._outcomes:
-            self.stats["queries"] += 1
+            self.stats["queries"] += not outcome.folder
             if outcome.error is not None:
                 self.errors.append(outcome.error)
                 self.stats["errors"] += 1
@@ -230,7 +230,7 @@ class Catalog:
         def outcomes() -> Iterator[scan.Outcome]:
             paths = load.iter_sources(sources, remote=True,
                                       on_error=lambda path, reason: unreadable.append(
-                                          scan.Outcome(path, error=ScanError(path, reason))))
+                                          scan.Outcome(path, error=ScanError(path, reason), folder=True)))
             for chunk in run_chunks(_match_chunk, matcher, paths):
                 if progress:
                     progress(len(chunk))

@@ -100,12 +100,14 @@ class ScanError:
 
 @dataclass
 class Outcome:
-    """The result of one query file: its matches, or the error that stopped it."""
+    """The result of one query file: its matches, or the error that stopped it (or of a folder
+    in the sources that could not be listed: an error, and no query)."""
 
     path: str
     matches: list[Match] = field(default_factory=list)
     error: ScanError | None = None
     fast_path: bool = False
+    folder: bool = False
 
 
 @dataclass(eq=False)

@@ -449,3 +449,5 @@ def test_an_unreadable_subfolder_is_an_error_and_the_walk_goes_on(fixtures, cata
         matched = {base(m.query) for m in run}
         assert [(e.path, e.error) for e in run.errors] == [(str(locked[1]), reason)]
         assert len(matched) >= 10 and "hidden-from-us.jpg" not in matched
+        # every competitor file is a query; the folder is an error, not a query
+        assert run.stats["queries"] == len(list(fixtures.competitors.iterdir())) and run.stats["errors"] == 1
