@@ -84,10 +84,14 @@ def test_batches_that_change_between_passes_are_refused(indexed):
 def test_snapshot_does_not_see_a_concurrent_write(indexed, tmp_path):
     """An index build reads the store several times; inside a snapshot another connection's
     write stays invisible until the snapshot ends, so one build sees one generation."""
-    import shutil
+    import sqlite3
+    from contextlib import closing
 
     folder = tmp_path / "guard"
-    shutil.copytree(indexed.folder, folder)
+    folder.mkdir()
+    with closing(sqlite3.connect(indexed.store.path)) as source, \
+            closing(sqlite3.connect(folder / "catalog.sqlite")) as copy:
+        source.backup(copy)  # a consistent copy of a store the session still holds open
     reader, writer = Store.open(folder), Store.open(folder)
     try:
         before = reader.count()
