@@ -39,11 +39,6 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 SHARED_PRODUCTS = REPO_ROOT.parent / "shared" / "data" / "products"
 CACHE_DIR = BENCH_DIR / ".cache"
-
-
-def shown(path: Path) -> str:
-    """A path as the committed tables print it: relative to the repository (no absolute paths)."""
-    return os.path.relpath(path, REPO_ROOT)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 # skimage/data files that are not independent photos: a stereo twin, synthetic charts, masks.
 SKIMAGE_EXCLUDE = {
@@ -69,6 +64,12 @@ FAMILIES = (
     "combined",
 )
 MAX_SIDE = 1600  # copies are made from sources capped to this long side, as marketplaces serve
+
+
+def shown(path: Path) -> str:
+    """A path as the committed tables print it: relative to the repository (no absolute paths)."""
+    return os.path.relpath(path, REPO_ROOT)
+
 
 
 # ============================================================================================

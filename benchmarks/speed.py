@@ -51,6 +51,7 @@ from imguard.errors import ImageError
 
 REPO = Path(__file__).resolve().parents[1]
 PRODUCTS = REPO.parent / "shared/data/products"
+PRODUCTS_SHOWN = os.path.relpath(PRODUCTS, REPO)  # as the committed table prints it: no absolute path
 JPEG_SUFFIXES = {".jpg", ".jpeg"}
 # skimage/data files that are photographs (the fallback corpus when ../shared is absent).
 SKIMAGE_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png",
@@ -117,7 +118,7 @@ def find_corpus(sizes: Sizes, workdir: Path) -> Corpus:
         files = sorted(str(p) for p in PRODUCTS.rglob("*") if p.is_file() and load.is_image_name(p.name))
         jpegs = [p for p in files if Path(p).suffix.lower() in JPEG_SUFFIXES]
         pngs = [p for p in files if Path(p).suffix.lower() == ".png"]
-        return Corpus(spread(jpegs, sizes.files), spread(pngs, sizes.pngs), f"product photos in {os.path.relpath(PRODUCTS, REPO)}")
+        return Corpus(spread(jpegs, sizes.files), spread(pngs, sizes.pngs), f"product photos in {PRODUCTS_SHOWN}")
     return skimage_corpus(workdir / "skimage")
 
 
@@ -140,7 +141,7 @@ def skimage_corpus(folder: Path) -> Corpus:
         image.save(f"{stem}.png")
         jpegs.append(f"{stem}.jpg")
         pngs.append(f"{stem}.png")
-    return Corpus(jpegs, pngs, f"scikit-image photos upscaled to {FALLBACK_SIDE} px (no {os.path.relpath(PRODUCTS, REPO)})")
+    return Corpus(jpegs, pngs, f"scikit-image photos upscaled to {FALLBACK_SIDE} px (no {PRODUCTS_SHOWN})")
 
 
 def image_size(path: str) -> tuple[int, int]:

@@ -65,6 +65,7 @@ class BinaryIndex:
             return
         assigned, counts = [], np.zeros(index.nlist, np.int64)
         for _, codes in batches():
+            # int32 while held between the passes (4 B a code); add_core takes int64
             lists = index.quantizer.assign(np.ascontiguousarray(codes, np.uint8), 1).ravel().astype(np.int32)
             counts += np.bincount(lists, minlength=index.nlist)
             assigned.append(lists)

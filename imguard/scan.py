@@ -273,9 +273,11 @@ class Matcher:
         self._hash_candidates(queries)
         for q in queries:
             self._verify_hash_hits(q)
-        unresolved = [q for q in queries if not _resolved(q)]
+        unresolved = []
         for outcome, q in batch:
-            outcome.fast_path = all(q is not u for u in unresolved)
+            outcome.fast_path = _resolved(q)
+            if not outcome.fast_path:
+                unresolved.append(q)
         self._feature_candidates([(q, q.view) for q in unresolved])
         # the view's keypoints may have explained a composite already
         composites = [q for q in unresolved if q.regions and not _resolved(q)]
@@ -412,7 +414,6 @@ class Matcher:
             distances=distances, explanation=explanation, reference_metadata=dict(ref.metadata),
             query_sha256=q.fp.sha256, reference_sha256=ref.sha256,
         )
-
 
 
 def _resolved(q: _Query) -> bool:

@@ -175,7 +175,7 @@ class QueryImage:
     def __init__(self, rgb: np.ndarray) -> None:
         self.rgb = rgb
         self._mirror: np.ndarray | None = None
-        self._shrunk: dict[tuple[bool, tuple[int, int]], np.ndarray] = {}
+        self._shrunk: dict[tuple[bool, tuple[int, int]], tuple[np.ndarray, float]] = {}
 
     def oriented(self, mirrored: bool) -> np.ndarray:
         if not mirrored:
@@ -186,13 +186,13 @@ class QueryImage:
 
     def shrunk(self, mirrored: bool, scale: float) -> tuple[np.ndarray, float]:
         """The oriented picture shrunk by about `scale`, and the scale used (see `_shrunk`)."""
-        size = _shrunk_size(self.rgb.shape, scale)
-        key = (mirrored, size)
+        key = (mirrored, _shrunk_size(self.rgb.shape, scale))
         if key not in self._shrunk:
             if len(self._shrunk) >= self.CACHED:
                 self._shrunk.clear()
-            self._shrunk[key] = _frozen(_shrunk(self.oriented(mirrored), scale)[0])
-        return self._shrunk[key], size[0] / self.rgb.shape[1]
+            image, used = _shrunk(self.oriented(mirrored), scale)
+            self._shrunk[key] = (_frozen(image), used)
+        return self._shrunk[key]
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
