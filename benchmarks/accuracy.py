@@ -283,6 +283,20 @@ def fpr_threshold(negative_best: list[float], fpr: float) -> float:
     return ranked[allowed] if allowed < len(ranked) else -math.inf
 
 
+def at_threshold(run: MethodRun, ds: Dataset, threshold: float) -> tuple[float, int, int]:
+    """(recall, negatives accepted, negatives) when scores >= `threshold` are matches, as
+    `Catalog.scan(threshold=...)` reports them: what a user of the default gets."""
+    def best(qid):
+        preds = run.predictions.get(qid)
+        return preds[0] if preds else (None, -math.inf)
+
+    queries = [(i, ds.queries[i]["reference"]) for i in run.query_ids]
+    positives = [(i, ref) for i, ref in queries if ref is not None]
+    found = sum(best(i)[0] == ref and best(i)[1] >= threshold for i, ref in positives)
+    accepted = sum(best(i)[1] >= threshold for i, ref in queries if ref is None)
+    return found / max(1, len(positives)), accepted, len(queries) - len(positives)
+
+
 @dataclass
 class Scores:
     """One method's metrics for one row (a family, or all)."""
@@ -434,6 +448,14 @@ def render_report(ds: Dataset, runs: list[MethodRun], argv: list[str], seconds: 
     imguard = results.get("imguard")
     if imguard:
         out.append(f"imguard score threshold for FPR ≤ 0.1%: score > {_fmt(imguard[1][0.001])}")
+        from imguard.scan import DEFAULT_THRESHOLD
+
+        run = next(r for r in ok if r.name == "imguard")
+        recall, accepted, negatives = at_threshold(run, ds, DEFAULT_THRESHOLD)
+        out.append("")
+        out.append(f"At imguard's default threshold (score ≥ `scan.DEFAULT_THRESHOLD` = {DEFAULT_THRESHOLD}): "
+                   f"recall {recall:.3f}; {accepted} of {negatives} negatives accepted "
+                   f"(FPR {100 * accepted / max(1, negatives):.2f} %).")
     exact = results.get("imguard-exact")
     for name, what in (("imguard", "imguard's indexes as chosen by size"),
                        ("imguard-10k", f"the feature lists of a {SCALE_IMAGES:,}-image catalog")):

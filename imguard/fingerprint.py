@@ -16,11 +16,13 @@ import numpy as np
 from . import features, hashing, load
 
 # Bumped whenever a change makes fingerprints incomparable with the previous ones (2: hashes on an
-# area-averaged shrink; 3: dHash shrunk from pHash's 32×32; 4: JPEG drafts within DRAFT_SLACK):
+# area-averaged shrink; 3: dHash shrunk from pHash's 32×32; 4: JPEG drafts within DRAFT_SLACK;
+# 5: borders searched on an averaged grid, edges placed to the pixel):
 # the store records it per image, and `Catalog.add` redoes older ones.
-FINGERPRINT_VERSION = 4
+FINGERPRINT_VERSION = 5
 THUMB_SIDE = 256  # reference pixels kept in the store for verification and evidence
 THUMB_QUALITY = 90
+HASH_SIDE = hashing.TRIM_GRID  # the view hashes alone need: the trim's grid (pHash itself, 32 px)
 REGION_MIN_SIDE = 48  # original pixels: a smaller sub-picture holds too little to be verified
 
 
@@ -134,7 +136,9 @@ def decode_thumbnail(data: bytes) -> np.ndarray:
 def fingerprint_file(
     path: str | os.PathLike[str], *, with_features: bool = True, with_thumbnail: bool = False
 ) -> Fingerprint:
-    """Fingerprint one image file. Raises ImageError (path and reason) when it is not readable."""
-    decoded = load.load(path, features.FEATURE_SIDE)
-    view = canonical_view(decoded)
+    """Fingerprint one image file, decoding no more pixels than the parts asked for need (hashes
+    alone: a JPEG at 1/8 scale). Raises ImageError (path and reason) when it is not readable."""
+    side = max(HASH_SIDE, features.FEATURE_SIDE if with_features else 0, THUMB_SIDE if with_thumbnail else 0)
+    decoded = load.load(path, side)
+    view = canonical_view(decoded, side)
     return fingerprint_view(view, decoded, with_features=with_features, with_thumbnail=with_thumbnail)

@@ -8,6 +8,8 @@ decoding the image. dHash's 9×8 input is shrunk from pHash's 32×32, not from t
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -20,6 +22,9 @@ TRIM_TOLERANCE = 14
 # Never trim an image down to less than this share of either side: a near-uniform picture
 # (a plain sheet, a blank banner) keeps its frame.
 MIN_KEPT = 0.08
+# Long side of the averaged picture borders are searched on: 1/8 of a 1000 px marketplace photo,
+# so that a hashes-only decode at 1/8 finds the same box as a full one.
+TRIM_GRID = 128
 
 
 def trim_box(rgb: np.ndarray) -> Box:
@@ -27,27 +32,54 @@ def trim_box(rgb: np.ndarray) -> Box:
     background), found independently from each side and repeated so that nested pads
     (a coloured pad around a white background) are all removed.
 
-    Borders are searched on every `step`-th pixel (a free strided view, ~160 px on the long side)
-    and the box is widened by one step, so that at most a sliver of padding is kept.
+    Borders are searched on an area-averaged copy TRIM_GRID pixels on the long side, whatever the
+    size of `rgb`: a thumbnail, a JPEG draft and a full decode of one photo then see the same
+    borders (point samples of a big picture keep the JPEG noise that a small one has averaged
+    away). Each edge is then placed to the pixel, within one sample of where the grid put it.
     """
     height, width = rgb.shape[:2]
-    step = max(1, max(height, width) // 160)
-    small = np.ascontiguousarray(rgb[::step, ::step])
+    small = _averaged(rgb, TRIM_GRID)
     sh, sw = small.shape[:2]
     x0, y0, x1, y1 = 0, 0, sw, sh
-    for _ in range(3):
+    # Until nothing changes: each nested pad takes a pass, and so may the averaged line where
+    # two pads meet.
+    for _ in range(6):
         box = _trim_once(small[y0:y1, x0:x1])
         if box == (0, 0, x1 - x0, y1 - y0):
             break
         x0, y0, x1, y1 = x0 + box[0], y0 + box[1], x0 + box[2], y0 + box[3]
     if (x1 - x0) < MIN_KEPT * sw or (y1 - y0) < MIN_KEPT * sh:
         return (0, 0, width, height)
-    return (
-        max(0, (x0 - 1) * step + 1),
-        max(0, (y0 - 1) * step + 1),
-        min(width, x1 * step),
-        min(height, y1 * step),
-    )
+    # Each edge to the pixel: looked for on the full pixels, within a sample of the grid's.
+    sx, sy = width / sw, height / sh
+    rows = rgb[:, math.floor(x0 * sx):math.ceil(x1 * sx)]
+    columns = rgb[math.floor(y0 * sy):math.ceil(y1 * sy)].transpose(1, 0, 2)
+    top, bottom = _refine(rows, y0, sy), _refine(rows[::-1], sh - y1, sy)
+    left, right = _refine(columns, x0, sx), _refine(columns[::-1], sw - x1, sx)
+    return (left, top, width - right, height - bottom)
+
+
+def _refine(lines: np.ndarray, edge: int, scale: float) -> int:
+    """The number of padding lines (axis 0 of `lines`, from the border inward) of a side whose
+    first `edge` samples of the grid, `scale` lines each, were found uniform."""
+    if edge == 0:
+        return 0
+    start, stop = math.floor((edge - 1) * scale), min(len(lines), math.ceil((edge + 1) * scale))
+    return start + _uniform_lines(lines[start:stop])
+
+
+def _averaged(rgb: np.ndarray, side: int) -> np.ndarray:
+    """`rgb` averaged down to `side` pixels on its long side (as it is, when smaller): bilinear
+    to twice that, then 2×2 area. OpenCV's area resize alone costs ~1.7 ms on a 600 px picture;
+    these two steps cost 0.2 ms and still average ~16 pixels into each sample."""
+    height, width = rgb.shape[:2]
+    scale = side / max(height, width)
+    if scale >= 1:
+        return rgb
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if scale < 0.5:
+        rgb = cv2.resize(rgb, (2 * size[0], 2 * size[1]), interpolation=cv2.INTER_LINEAR)
+    return shrink(rgb, size)
 
 
 def _uniform_lines(lines: np.ndarray) -> int:
@@ -190,10 +222,10 @@ def _dct_matrix(n: int) -> np.ndarray:
 _DCT32 = _dct_matrix(32)
 
 
-def shrink(grey: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Area-average a greyscale array to (width, height): every pixel counts, which is what a
-    hash of the whole picture wants, and it is 10x faster than Lanczos on a 512 px view."""
-    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+def shrink(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Area-average a greyscale or RGB array to (width, height): every pixel counts, which is what
+    a hash of the whole picture wants, and it is 10x faster than Lanczos on a 512 px view."""
+    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
 
 
 def phash_bits(small: np.ndarray) -> np.ndarray:

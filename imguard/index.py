@@ -47,8 +47,8 @@ class BinaryIndex:
     def size(self) -> int:
         return int(self.index.ntotal)
 
-    def add(self, codes: np.ndarray, owners: np.ndarray) -> None:
-        """Add codes, each owned by a catalog image id."""
+    def add(self, owners: np.ndarray, codes: np.ndarray) -> None:
+        """Add codes, each owned by a catalog image id (the order of the store's rows)."""
         if len(codes):
             self.index.add_with_ids(np.ascontiguousarray(codes, np.uint8), np.ascontiguousarray(owners, np.int64))
 
@@ -61,7 +61,7 @@ class BinaryIndex:
         index = faiss.downcast_IndexBinary(self.index)
         if not isinstance(index, faiss.IndexBinaryIVF):
             for owners, codes in batches():
-                self.add(codes, owners)
+                self.add(owners, codes)
             return
         assigned, counts = [], np.zeros(index.nlist, np.int64)
         for _, codes in batches():
@@ -152,22 +152,20 @@ def random_rows(n: int, k: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(n, k), replace=False))
 
 
-def build_binary(codes: np.ndarray, owners: np.ndarray, *, exact_limit: int, nprobe: int) -> BinaryIndex:
-    """An index of `codes` in memory: flat up to `exact_limit` codes, inverted lists above."""
+def build_binary(owners: np.ndarray, codes: np.ndarray, *, exact_limit: int, nprobe: int) -> BinaryIndex:
+    """An index of `codes` in memory (the hashes): `build_streamed` of one batch."""
     codes = np.ascontiguousarray(codes, np.uint8)
     bits = codes.shape[1] * 8 if codes.ndim == 2 and codes.shape[1] else 64
-    sample = codes[np.random.default_rng(SEED).permutation(random_rows(len(codes), len(codes) // 16 + 16))]
-    part = new_binary(bits, len(codes), sample, exact_limit=exact_limit, nprobe=nprobe)
-    part.add(codes, owners)
-    return part
+    return build_streamed(bits, len(codes), lambda: [(owners, codes)], exact_limit=exact_limit, nprobe=nprobe)
 
 
 def build_streamed(bits: int, total: int, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], *,
                    exact_limit: int, nprobe: int) -> BinaryIndex:
-    """An index of `total` codes read a batch at a time (ORB descriptors: 100,000 catalog images
-    are ~60M of them): `batches()` gives (owners, codes), the same every call. One pass picks the
-    random sample the lists are centred on, two more fill them (see `add_batches`). The build
-    holds the index, its lists' assignments and one batch, never every code twice."""
+    """An index of `total` codes, flat up to `exact_limit` codes and inverted lists above, read a
+    batch at a time (ORB descriptors: 100,000 catalog images are ~60M of them): `batches()` gives
+    (owners, codes), the same every call. One pass picks the random sample the lists are centred
+    on, two more fill them (see `add_batches`). The build holds the index, its lists'
+    assignments and one batch, never every code twice."""
     rows = random_rows(total, max(16, total // LIST_SIZE * 2))
     picked, start = [], 0
     for _, codes in batches():
@@ -203,8 +201,8 @@ class CatalogIndex:
                                       exact_limit=FEATURE_EXACT_LIMIT, nprobe=FEATURE_NPROBE)
         return cls(
             generation=generation,
-            phash=build_binary(phashes, ids, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
-            dhash=build_binary(dhashes, ids, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
+            phash=build_binary(ids, phashes, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
+            dhash=build_binary(ids, dhashes, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
             features=features,
         )
 

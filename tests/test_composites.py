@@ -164,3 +164,31 @@ def test_a_sibling_under_the_threshold_does_not_hide_one_above_it(fixtures, with
     assert scan.select([weak_photo, detail], 0.5, None) == [weak_photo]  # the photo explains more
     assert scan.select([weak_photo, detail], 0.75, None) == [detail]
     assert scan.select([weak_photo, detail], 0.9, None) == []
+
+
+def test_two_verifications_of_one_image_keep_the_better_one_above_the_threshold(fixtures, with_detail):
+    """A catalog image verified twice (from a hash hit on the whole query, then from keypoints
+    on a part of it): the one explaining more of the query is kept, unless it falls under the
+    threshold while the other is above it."""
+    from imguard import scan
+
+    found = list(with_detail.scan(fixtures.competitor("coffee__png.png"), threshold=0, jobs=1))
+    whole = next(m for m in found if os.path.basename(m.reference) == "coffee.jpg")
+    part = dataclasses.replace(whole, score=whole.score - 0.1,
+                               explanation=dataclasses.replace(whole.explanation, coverage=whole.explanation.coverage - 0.5))
+    matcher = scan.Matcher(None, "", threshold=0.46)
+
+    def kept(*verifications: imguard.Match) -> imguard.Match:
+        query = scan._Query(whole.query, b"", None, None, [])
+        for match in verifications:
+            matcher._keep(query, 1, match)
+        return query.results[1]
+
+    assert whole.score >= 0.6 and whole.explanation.coverage >= 0.6, whole
+    assert kept(part, whole) is whole and kept(whole, part) is whole  # explains more, in either order
+    sharper_part = dataclasses.replace(part, score=min(1.0, whole.score + 0.05))
+    assert kept(whole, sharper_part) is whole  # a slightly higher score does not outweigh coverage
+    weak_whole = dataclasses.replace(whole, score=0.4)
+    assert kept(part, weak_whole) is part  # under the threshold, it does not replace one above it
+    assert kept(weak_whole, part) is part
+    assert kept(dataclasses.replace(part, score=0.3), weak_whole) is weak_whole  # both under: the better

@@ -22,21 +22,26 @@ def full_decode_hashes(path) -> tuple[fingerprint.View, dict[str, bytes]]:
     return view, hashing.global_hashes(view.grey)
 
 
-def test_reduced_decode_hashes_agree_with_full_decode(fixtures):
+@pytest.mark.parametrize("with_features, max_bits, box_share", [(True, 6, 0.01), (False, 8, 0.03)])
+def test_reduced_decode_hashes_agree_with_full_decode(fixtures, with_features, max_bits, box_share):
+    """The full fingerprint decodes at the 512 px draft, hashes alone at 1/8 (a 128 px view):
+    both hash like a full decode, within a few bits. At 1/8 a pixel of the trim is 8 of the
+    original, and a soft edge (motion blur) moves by a few of them."""
+    side = features.FEATURE_SIDE if with_features else fingerprint.HASH_SIDE
     paths = sorted(fixtures.catalog.iterdir()) + sorted(fixtures.competitors.iterdir())
     reduced = 0
     for path in paths:
-        fp = imguard.fingerprint_file(str(path), with_features=False)
-        decoded = load.load(str(path), features.FEATURE_SIDE)
+        fp = imguard.fingerprint_file(str(path), with_features=with_features)
+        decoded = load.load(str(path), side)
         full_view, full = full_decode_hashes(path)
         if max(decoded.rgb.shape[:2]) < max(fp.width, fp.height):
             reduced += 1
         for name in ("phash", "dhash"):
             bits = hashing.hamming(fp.hashes[name], full[name])
-            assert bits <= 6, f"{path.name}: {name} of the reduced decode is {bits} bits from the full decode"
+            assert bits <= max_bits, f"{path.name}: {name} of the reduced decode is {bits} bits from the full decode"
         # the trim box found on the reduced decode is, in original pixels, the full decode's
-        assert np.abs(np.subtract(fp.box, full_view.box)).max() <= max(fp.width, fp.height) * 0.01 + 2
-    assert reduced >= 2, "no fixture was decoded at reduced size: the comparison proves nothing"
+        assert np.abs(np.subtract(fp.box, full_view.box)).max() <= max(fp.width, fp.height) * box_share + 2
+    assert reduced >= (2 if with_features else 10), "too few fixtures decoded at reduced size: proves nothing"
 
 
 def test_canonical_view_long_side(fixtures):

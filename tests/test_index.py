@@ -37,12 +37,12 @@ def test_streamed_build_equals_one_add(indexed):
     batches = lambda: ((owners[i:i + 997], codes[i:i + 997]) for i in range(0, len(codes), 997))  # noqa: E731
     sample = codes[::5]
     whole = index.new_binary(256, len(codes), sample, exact_limit=0, nprobe=4)
-    whole.add(codes, owners)
+    whole.add(owners, codes)
     streamed = index.new_binary(256, len(codes), sample, exact_limit=0, nprobe=4)
     streamed.add_batches(batches)
     half = len(codes) // 2
     in_two_goes = index.new_binary(256, len(codes), sample, exact_limit=0, nprobe=4)
-    in_two_goes.add(codes[:half], owners[:half])
+    in_two_goes.add(owners[:half], codes[:half])
     in_two_goes.add_batches(lambda: iter([(owners[half:], codes[half:]), (owners[:0], codes[:0])]))
     assert streamed.kind.startswith("IVF") and streamed.size == whole.size == in_two_goes.size == len(codes)
     expected = _lists(whole)
@@ -62,6 +62,20 @@ def test_streamed_build_by_size_and_of_nothing(indexed):
         assert (found[:, 0] == owners[:50]).mean() > 0.9  # a catalog descriptor finds its own image
     empty = index.build_streamed(256, 0, lambda: iter([]), exact_limit=0, nprobe=4)
     assert empty.size == 0 and empty.search(codes[:3], 4)[1].shape == (3, 0)
+
+
+def test_hash_index_in_memory_is_the_streamed_build(indexed):
+    """`build_binary` (the pHash/dHash indexes) is `build_streamed` of one batch: the same index."""
+    ids, phashes, _ = indexed.store.hash_table()
+    for limit, kind in ((0, "IVF"), (len(ids), "Flat")):
+        built = index.build_binary(ids, phashes, exact_limit=limit, nprobe=index.HASH_NPROBE)
+        streamed = index.build_streamed(64, len(ids), lambda: iter([(ids, phashes)]), exact_limit=limit,
+                                        nprobe=index.HASH_NPROBE)
+        assert built.kind.startswith(kind) and built.size == len(ids)
+        distances, found = built.search(phashes, 1)
+        assert (distances[:, 0] == 0).all() and (found[:, 0] == ids).mean() > 0.9  # twins share a hash
+        if kind == "IVF":
+            assert all(np.array_equal(a[0], b[0]) for a, b in zip(_lists(built), _lists(streamed)))
 
 
 def test_batches_that_change_between_passes_are_refused(indexed):
