@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import engine, load, scan
-from .errors import CatalogError, ImageError, ManifestError
+from .errors import CatalogError, ManifestError
 from .fingerprint import FINGERPRINT_VERSION, Fingerprint, fingerprint_file
 from .index import CatalogIndex
 from .scan import Match, Matcher, ScanError
@@ -77,8 +77,8 @@ def _fingerprint_chunk(_: None, items: list[tuple[str, str, float]]) -> list[tup
     for item in items:
         try:
             out.append((item, fingerprint_file(item[0], with_thumbnail=True)))
-        except ImageError as exc:
-            out.append((item, ScanError(item[0], exc.reason)))
+        except Exception as exc:
+            out.append((item, ScanError.of(item[0], exc)))
     return out
 
 

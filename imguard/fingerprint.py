@@ -1,8 +1,9 @@
 """Decoded images → fingerprints: the compact, storable description of one image file.
 
 A fingerprint is computed from the *canonical view* of an image: near-uniform borders trimmed,
-scaled so that its long side is at most FEATURE_SIDE. Catalog and queries take the same path, so
-that their hashes agree (a different decode path moves a 64-bit hash by a few bits).
+scaled so that its long side is FEATURE_SIDE. Catalog and queries take the same path, so that
+their hashes agree (a different decode path moves a 64-bit hash by a few bits: the hashes alone,
+`fingerprint_file(with_features=False)`, come from a HASH_SIDE view and differ by that much).
 """
 
 from __future__ import annotations

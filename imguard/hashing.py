@@ -32,10 +32,12 @@ def trim_box(rgb: np.ndarray) -> Box:
     background), found independently from each side and repeated so that nested pads
     (a coloured pad around a white background) are all removed.
 
-    Borders are searched on an area-averaged copy TRIM_GRID pixels on the long side, whatever the
+    Borders are searched on an averaged copy TRIM_GRID pixels on the long side, whatever the
     size of `rgb`: a thumbnail, a JPEG draft and a full decode of one photo then see the same
     borders (point samples of a big picture keep the JPEG noise that a small one has averaged
-    away). Each edge is then placed to the pixel, within one sample of where the grid put it.
+    away). Each edge is then placed to the pixel, within one sample of where the grid put it. A
+    border thinner than about one sample (1/128 of the long side) is kept: it blends into the
+    first sample of content.
     """
     height, width = rgb.shape[:2]
     small = _averaged(rgb, TRIM_GRID)
@@ -54,9 +56,12 @@ def trim_box(rgb: np.ndarray) -> Box:
     sx, sy = width / sw, height / sh
     rows = rgb[:, math.floor(x0 * sx):math.ceil(x1 * sx)]
     columns = rgb[math.floor(y0 * sy):math.ceil(y1 * sy)].transpose(1, 0, 2)
-    top, bottom = _refine(rows, y0, sy), _refine(rows[::-1], sh - y1, sy)
-    left, right = _refine(columns, x0, sx), _refine(columns[::-1], sw - x1, sx)
-    return (left, top, width - right, height - bottom)
+    top, bottom = _refine(rows, y0, sy), height - _refine(rows[::-1], sh - y1, sy)
+    left, right = _refine(columns, x0, sx), width - _refine(columns[::-1], sw - x1, sx)
+    # On a smooth gradient the edges may keep moving in: never past MIN_KEPT, nor each other.
+    if right - left < MIN_KEPT * width or bottom - top < MIN_KEPT * height:
+        return (0, 0, width, height)
+    return (left, top, right, bottom)
 
 
 def _refine(lines: np.ndarray, edge: int, scale: float) -> int:
@@ -71,7 +76,8 @@ def _refine(lines: np.ndarray, edge: int, scale: float) -> int:
 def _averaged(rgb: np.ndarray, side: int) -> np.ndarray:
     """`rgb` averaged down to `side` pixels on its long side (as it is, when smaller): bilinear
     to twice that, then 2×2 area. OpenCV's area resize alone costs ~1.7 ms on a 600 px picture;
-    these two steps cost 0.2 ms and still average ~16 pixels into each sample."""
+    these two steps cost 0.2 ms and average up to 16 pixels into each sample (on the JPEG drafts
+    imguard decodes, up to ~1000 px, that is most of them)."""
     height, width = rgb.shape[:2]
     scale = side / max(height, width)
     if scale >= 1:

@@ -100,6 +100,14 @@ class ScanError:
     path: str
     error: str
 
+    @classmethod
+    def of(cls, path: str, exc: Exception) -> ScanError:
+        """The error of one file: an ImageError's reason, or the failure of a decoder or of OpenCV
+        on a hostile file (which must not stop the other files either)."""
+        if isinstance(exc, ImageError):
+            return cls(path, exc.reason)
+        return cls(path, f"cannot process image ({type(exc).__name__}: {exc})")
+
 
 @dataclass
 class Outcome:
@@ -254,10 +262,8 @@ class Matcher:
                 if isinstance(data, ImageError):
                     raise data
                 queries.append((outcome, _query(path, data)))
-            except ImageError as exc:
-                outcome.error = ScanError(path, exc.reason)
-            except Exception as exc:  # a decoder or OpenCV failure on one hostile file
-                outcome.error = ScanError(path, f"cannot process image ({type(exc).__name__}: {exc})")
+            except Exception as exc:
+                outcome.error = ScanError.of(path, exc)
         try:
             self._match_queries(queries)
         except Exception:

@@ -79,6 +79,25 @@ def test_trim_box_keeps_a_blank_picture():
     assert hashing.trim_box(blank) == (0, 0, 200, 120)
 
 
+def test_trim_box_edges_to_the_pixel():
+    """The grid finds the borders; each edge is then exact, at any size, smaller than the grid too."""
+    rng = np.random.default_rng(1)
+    for (height, width), pad in (((800, 1000), 37), ((90, 127), 4), ((1500, 1100), 61)):
+        image = np.full((height, width, 3), 255, np.uint8)
+        image[pad:height - pad, pad:width - pad] = rng.integers(0, 256, (height - 2 * pad, width - 2 * pad, 3))
+        assert hashing.trim_box(image) == (pad, pad, width - pad, height - pad)
+
+
+def test_trim_box_of_a_gradient_banner_is_never_empty():
+    """On a smooth gradient every line looks like padding next to its neighbour: the edges must
+    not pass each other (a wide banner once trimmed to nothing, and OpenCV failed on the crop)."""
+    for height in (40, 72, 120, 196):
+        ramp = np.linspace(200, 255, height).astype(np.uint8)
+        banner = np.repeat(np.repeat(ramp[:, None, None], 1200, axis=1), 3, axis=2)
+        x0, y0, x1, y1 = hashing.trim_box(banner)
+        assert x1 - x0 >= hashing.MIN_KEPT * 1200 and y1 - y0 >= hashing.MIN_KEPT * height, (height, (x0, y0, x1, y1))
+
+
 def test_trim_box_nested_padding():
     """A coloured pad around a white background around the content: both removed."""
     rng = np.random.default_rng(0)
