@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -60,6 +61,7 @@ SKIMAGE_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "cell.png", "chels
                   "rocket.jpg", "text.png")
 FALLBACK_SIDE = 1000  # marketplace-like size for the upscaled fallback photos
 WARM_FILES = 8
+FEATURE_SEARCH_ROUNDS = 3  # passes over the feature queries: the best is kept, as for throughput
 FULL_SIZE_SIDE = 1000  # a "full-size" product JPEG: marketplaces ask >= 1000 px on the long side for zoom
 HASH_RADIUS = scan.HASH_RADIUS  # a hash hit worth a check in scan.py: recall is measured there
 HASH_K = scan.HASH_K
@@ -521,17 +523,21 @@ def feature_queries(real: dict, n: int) -> list[np.ndarray]:
     return [np.concatenate([plain[i], mirror[i]]) for i in picks]
 
 
-def per_query_ms(part: index.BinaryIndex, queries: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:
-    """Search as scan.py does (a chunk of engine.CHUNK query images per FAISS call), one thread."""
+def per_query_ms(part: index.BinaryIndex, queries: list[np.ndarray], rounds: int = 1) -> tuple[float, list[np.ndarray]]:
+    """Search as scan.py does (a chunk of engine.CHUNK query images per FAISS call), one thread;
+    the best of `rounds` passes over the queries."""
     faiss.omp_set_num_threads(1)
     part.search(queries[0], scan.VOTE_K)  # warm-up
-    distances = []
-    start = time.perf_counter()
-    for first in range(0, len(queries), engine.CHUNK):
-        chunk = queries[first:first + engine.CHUNK]
-        d, _ = part.search(np.concatenate(chunk), scan.VOTE_K)
-        distances.extend(split(d, [len(q) for q in chunk]))
-    return (time.perf_counter() - start) * 1000 / len(queries), distances
+    best = math.inf
+    for _ in range(rounds):
+        distances = []
+        start = time.perf_counter()
+        for first in range(0, len(queries), engine.CHUNK):
+            chunk = queries[first:first + engine.CHUNK]
+            d, _ = part.search(np.concatenate(chunk), scan.VOTE_K)
+            distances.extend(split(d, [len(q) for q in chunk]))
+        best = min(best, time.perf_counter() - start)
+    return best * 1000 / len(queries), distances
 
 
 def feature_experiment(real: dict, n_images: int, n_queries: int, flat_queries: int, flat_max_images: int) -> dict:
@@ -551,7 +557,7 @@ def feature_experiment(real: dict, n_images: int, n_queries: int, flat_queries: 
     out["kind"] = kind_of(ours)
     queries = feature_queries(real, n_queries)
     out["query_images"] = len(queries)
-    out["ms_per_query"], found = per_query_ms(ours, queries)
+    out["ms_per_query"], found = per_query_ms(ours, queries, rounds=FEATURE_SEARCH_ROUNDS)
     if is_ivf(ours) and n_images <= flat_max_images:
         del ours
         flat, out["flat_build_s"] = build(catalog.total)
@@ -899,7 +905,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Catalogs synthesised from the {real['photos']} photos' real ORB descriptors (~{real['mean_descriptors']} per "
         "image, 512 px views): image i is photo i mod n with every bit flipped with p = 0.15. Queries: real "
         "photos, descriptors of the view and of its mirror (~1400 per image), searched in chunks of "
-        f"{engine.CHUNK} images like scan.py. Index: `build_streamed(..., exact_limit=FEATURE_EXACT_LIMIT = "
+        f"{engine.CHUNK} images like scan.py, the best of {FEATURE_SEARCH_ROUNDS} passes. Index: `build_streamed(..., exact_limit=FEATURE_EXACT_LIMIT = "
         f"{index.FEATURE_EXACT_LIMIT:,}, nprobe=FEATURE_NPROBE = {index.FEATURE_NPROBE})`, as "
         "`CatalogIndex.build` calls it, fed by batches of 1,024 synthesised images as the store feeds it. "
         f"Build s: making the synthetic batches excluded. Peak RSS: the subprocess that built the index (the "
