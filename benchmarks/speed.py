@@ -194,18 +194,19 @@ def imguard_hashes(path: str) -> None:
 
 
 def hash_agreement(paths: list[str]) -> list[list[str]]:
-    """Hamming distance of the hashes of imguard's reduced decodes (hashes alone; the full
-    fingerprint's 512 px view) to the same hashes of a full-size decode: the speed issue's point 1."""
-    views = {"hashes alone (1/8 draft, 128 px view)": fingerprint.HASH_SIDE,
-             f"full fingerprint ({features.FEATURE_SIDE} px draft)": features.FEATURE_SIDE}
-    bits = {(label, name): [] for label in views for name in ("phash", "dhash")}
+    """Hamming distance of the hashes of imguard's reduced decodes to the same hashes of a
+    full-size decode: the speed issue's point 1. Hashes alone are `fingerprint_file`'s; the full
+    fingerprint's are those of its 512 px view (computed without the ORB it does not change)."""
+    labels = ("hashes alone (1/8 draft, 128 px view)", f"full fingerprint ({features.FEATURE_SIDE} px draft)")
+    bits = {(label, name): [] for label in labels for name in ("phash", "dhash")}
     for p in paths:
         data = load.read_bytes(p)
         full = hashing.global_hashes(fingerprint.canonical_view(load.decode(data, p, 10**9)).grey)
-        for label, side in views.items():
-            reduced = hashing.global_hashes(fingerprint.canonical_view(load.decode(data, p, side), side).grey)
+        reduced = (fingerprint.fingerprint_file(p, with_features=False).hashes,
+                   hashing.global_hashes(fingerprint.canonical_view(load.decode(data, p, features.FEATURE_SIDE)).grey))
+        for label, hashes in zip(labels, reduced):
             for name in ("phash", "dhash"):
-                bits[label, name].append(hashing.hamming(reduced[name], full[name]))
+                bits[label, name].append(hashing.hamming(hashes[name], full[name]))
     lines = []
     for (label, name), values in bits.items():
         v = np.array(values)

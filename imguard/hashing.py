@@ -82,10 +82,15 @@ def _averaged(rgb: np.ndarray, side: int) -> np.ndarray:
     scale = side / max(height, width)
     if scale >= 1:
         return rgb
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    size = scaled_size(rgb.shape, scale)
     if scale < 0.5:
         rgb = cv2.resize(rgb, (2 * size[0], 2 * size[1]), interpolation=cv2.INTER_LINEAR)
     return shrink(rgb, size)
+
+
+def scaled_size(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+    """(width, height) of a picture of `shape` (height, width, ...) scaled by `scale`, never 0."""
+    return (max(1, round(shape[1] * scale)), max(1, round(shape[0] * scale)))
 
 
 def _uniform_lines(lines: np.ndarray) -> int:

@@ -20,6 +20,8 @@ import cv2
 import faiss
 import numpy as np
 
+from . import hashing
+
 Box = tuple[int, int, int, int]
 
 BLOCK = 16  # block side in reference-thumbnail pixels (256 px long side: up to 16×16 blocks)
@@ -186,7 +188,7 @@ class QueryImage:
 
     def shrunk(self, mirrored: bool, scale: float) -> tuple[np.ndarray, float]:
         """The oriented picture shrunk by about `scale`, and the scale used (see `_shrunk`)."""
-        key = (mirrored, _shrunk_size(self.rgb.shape, scale))
+        key = (mirrored, hashing.scaled_size(self.rgb.shape, scale))
         if key not in self._shrunk:
             if len(self._shrunk) >= self.CACHED:
                 self._shrunk.clear()
@@ -280,12 +282,8 @@ def _warp(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> tuple
 
 def _shrunk(image: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
     """`image` shrunk by about `scale` (area averaging), never to nothing, and the scale used."""
-    size = _shrunk_size(image.shape, scale)
+    size = hashing.scaled_size(image.shape, scale)
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), size[0] / image.shape[1]
-
-
-def _shrunk_size(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
-    return (max(1, round(shape[1] * scale)), max(1, round(shape[0] * scale)))
 
 
 def _shift(canvas: Canvas, query: np.ndarray, matrix: np.ndarray) -> np.ndarray:
