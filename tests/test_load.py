@@ -116,6 +116,35 @@ def test_a_marketplace_size_jpeg_decodes_at_half_scale(fixtures, tmp_path):
     assert max(load.load(str(path), 240).rgb.shape[:2]) == 250  # 1/4
 
 
+@pytest.mark.parametrize("side", [60, 128, 256, 512, 10**6])
+@pytest.mark.parametrize("name", ["motorcycle.jpg", "chelsea.jpg"])
+def test_jpegs_decode_to_pillows_pixels(fixtures, side, name):
+    """JPEGs decode with simplejpeg, at the DCT scale Pillow's draft picks: the same
+    libjpeg-turbo, so exactly Pillow's pixels (whatever fingerprints were computed before)."""
+    path = fixtures.catalog / name
+    image = Image.open(path)
+    if max(image.size) > side:
+        factor = side * load.DRAFT_SLACK / max(image.size)
+        image.draft("RGB", (max(1, round(image.width * factor)), max(1, round(image.height * factor))))
+    image = image.convert("RGB")
+    if max(image.size) // side >= 2:  # beyond 1/8, the rest is an integer box reduction
+        image = image.reduce(max(image.size) // side)
+    assert np.array_equal(load.load(str(path), side).rgb, np.asarray(image))
+
+
+def test_jpegs_simplejpeg_declines_go_to_pillow(fixtures, monkeypatch):
+    """CMYK JPEGs and corrupt data are Pillow's: the fallback decodes the one, and reports the
+    other with Pillow's reason."""
+    declined = []
+    real = load._turbo_decode
+    monkeypatch.setattr(load, "_turbo_decode", lambda data, image: declined.append(image.mode) or real(data, image))
+    assert decode(fixtures.loader("cmyk")).rgb.shape[2] == 3
+    with pytest.raises(ImageError, match="truncated|corrupt"):
+        decode(fixtures.loader("truncated"))
+    assert declined == ["CMYK", "RGB"]
+    assert real(fixtures.loader("truncated").read_bytes(), Image.open(fixtures.loader("truncated"))) is None
+
+
 def test_sha256_and_size_are_of_the_file_bytes(fixtures):
     import hashlib
 
