@@ -394,18 +394,31 @@ class Matcher:
 
     def _keep(self, q: _Query, image_id: int, match: Match) -> None:
         """Keep the better of two verifications of one catalog image (of the whole query and of
-        a part of it, say): the better explanation, as between siblings, but never one under the
-        threshold in place of one above it."""
+        a part of it, say): the one at or above the threshold if only one is, else the better
+        explanation, as between siblings. What is reported thus never depends on verifications
+        under the threshold (which `_verified` does not explain)."""
         known = q.results.get(image_id)
-        if known is None or (_better(match, known, before=match.score > known.score)
-                             and not match.score < self.threshold <= known.score):
+        if known is None:
+            q.results[image_id] = match
+            return
+        above, known_above = match.score >= self.threshold, known.score >= self.threshold
+        if above != known_above:
+            replace = above
+        else:
+            replace = _better(match, known, before=match.score > known.score)
+        if replace:
             q.results[image_id] = match
 
     def _verified(self, q: _Query, picture: _Picture, ref: Reference, alignment: verify.Alignment,
                   method: str) -> Match:
         check = verify.dense_check(self._canvas(ref), ref.view_size, picture.checked, alignment,
                                    query_detail=picture.detail)
-        return self._match(q, ref, round(check.score, 4), _explain(q, picture, ref, check, method))
+        score = round(check.score, 4)
+        if score < min(self.threshold, FAST_ACCEPT):
+            # Never reported, and cannot settle the query on the fast path: no regions and
+            # coverage (~1 ms a verification, and most of a non-matching query's are this weak).
+            return self._match(q, ref, score, _unexplained(check, method))
+        return self._match(q, ref, score, _explain(q, picture, ref, check, method))
 
     def _unverified(self, q: _Query, ref: Reference) -> Match:
         """A candidate that failed verification: reported only with threshold 0 (evaluation)."""
@@ -584,6 +597,13 @@ def _explain(q: _Query, picture: _Picture, ref: Reference, check: verify.DenseCh
         structure=round(check.structure, 3), colour=round(check.colour, 3),
         coverage=round(verify.share_inside(q.texture, quad), 3),
     )
+
+
+def _unexplained(check: verify.DenseCheck, method: str) -> Explanation:
+    """A verification too weak to report: its agreement, no geometry."""
+    zero = (0, 0, 0, 0)
+    return Explanation(method, 0.0, 0.0, check.alignment.mirrored, check.alignment.inliers, zero, zero,
+                       round(check.structure, 3), round(check.colour, 3), 0.0)
 
 
 def _frame(box: tuple[int, int, int, int], view_size: tuple[int, int]) -> np.ndarray:

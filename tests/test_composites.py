@@ -192,4 +192,7 @@ def test_two_verifications_of_one_image_keep_the_better_one_above_the_threshold(
     weak_whole = dataclasses.replace(whole, score=0.4)
     assert kept(part, weak_whole) is part  # under the threshold, it does not replace one above it
     assert kept(weak_whole, part) is part
+    # ...even when, close under the threshold, it explains more than the one above it
+    near_whole, passing_part = dataclasses.replace(whole, score=0.44), dataclasses.replace(part, score=0.5)
+    assert kept(near_whole, passing_part) is passing_part and kept(passing_part, near_whole) is passing_part
     assert kept(dataclasses.replace(part, score=0.3), weak_whole) is weak_whole  # both under: the better
