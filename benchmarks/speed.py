@@ -45,6 +45,7 @@ import faiss
 import imagehash
 import numpy as np
 from PIL import Image
+import simplejpeg
 
 import imguard
 from imguard import engine, features, fingerprint, hashing, index, load, scan
@@ -174,7 +175,16 @@ def decode_full(path: str) -> None:
 
 
 def decode_draft8(path: str) -> None:
-    """The decode floor: JPEG DCT scaling to 1/8, the least a decoder can do for a 64-bit hash."""
+    """The decode floor: JPEG DCT scaling to 1/8, the least a decoder can do for a 64-bit hash,
+    by the decoder imguard uses for JPEGs (simplejpeg; see imguard/load.py)."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    height, width = simplejpeg.decode_jpeg_header(data)[:2]
+    simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=-(-width // 8), min_height=-(-height // 8))
+
+
+def decode_draft8_pillow(path: str) -> None:
+    """The same with Pillow's draft mode (the same libjpeg-turbo, through Pillow's loader)."""
     image = Image.open(path)
     image.draft("RGB", (image.width // 8, image.height // 8))
     image.load()
@@ -304,7 +314,9 @@ def methods(scan_bench: ScanBench) -> list[Method]:
         Method("plain", "plain loop `imagehash.phash(Image.open(p))`", per_file(plain_phash), "baseline", png=True),
         dedup,
         Method("full", "Pillow full decode to RGB", per_file(decode_full), "decode only, full size", png=True),
-        Method("floor", "JPEG draft decode at 1/8", per_file(decode_draft8), "decode floor for hashes"),
+        Method("floor", "JPEG decode at 1/8 (simplejpeg)", per_file(decode_draft8), "decode floor for hashes"),
+        Method("floor_pillow", "JPEG decode at 1/8 (Pillow draft)", per_file(decode_draft8_pillow),
+               "the same through Pillow"),
         Method("orb", f"JPEG draft to {features.FEATURE_SIDE} px + ORB", per_file(draft_orb),
                "floor with local features"),
         Method("hashes", "imguard hashes: `fingerprint_file(with_features=False)`", per_file(imguard_hashes),
