@@ -2,10 +2,12 @@
 
 Decoding is the cost of the whole pipeline, so the decoder is asked for no more pixels than the
 fingerprints need (JPEG DCT scaling at the scale `Image.draft` picks, integer `reduce` for other
-formats). JPEGs decode with simplejpeg: the same libjpeg-turbo as Pillow's, so the same pixels
-(tested), straight into an array without Pillow's chunked loader and copies: ~10 % less time at
-the 1/2 draft of a marketplace photo (benchmarks/SPEED.md compares the two at 1/8). Pillow
-decodes whatever simplejpeg declines (CMYK, corrupt data), and its errors are the ones reported.
+formats). JPEGs decode with simplejpeg (libjpeg-turbo, as in Pillow's wheels) at the scale
+Pillow's draft picks: Pillow's pixels (tested), straight into an array without Pillow's chunked
+loader and copies, ~10 % less time at the 1/2 draft of a marketplace photo (benchmarks/SPEED.md
+compares the two at 1/8). Pillow decodes the rest: CMYK and YCCK JPEGs (simplejpeg would convert
+them otherwise), anything simplejpeg refuses, and every other format; its errors are the ones
+reported.
 """
 
 from __future__ import annotations
@@ -158,10 +160,8 @@ def decode(data: bytes, name: str, min_side: int) -> Decoded:
             _check_pixels(name, width, height)
             pixels = None
             if image.format == "JPEG":
-                long_side = max(width, height)
-                if long_side > min_side:
-                    factor = min_side * DRAFT_SLACK / long_side
-                    image.draft("RGB", (max(1, round(width * factor)), max(1, round(height * factor))))
+                if max(width, height) > min_side:
+                    image.draft("RGB", draft_request(width, height, min_side))
                 pixels = _turbo_decode(data, image)
             if pixels is None:
                 image.load()
@@ -180,7 +180,8 @@ def decode(data: bytes, name: str, min_side: int) -> Decoded:
     except MemoryError:
         raise ImageError(name, "image too large to decode") from None
     if pixels is not None:
-        if orientation <= 1 and max(image.size) // min_side < 2:
+        if orientation <= 1 and _reduce_factor(image.size, min_side) < 2:
+            pixels.setflags(write=False)  # as read-only as the frombuffer array below
             return Decoded(rgb=pixels, width=width, height=height, sha256=sha256, nbytes=len(data))
         image = Image.fromarray(pixels)
     try:
@@ -214,15 +215,26 @@ def _check_pixels(name: str, width: int, height: int) -> None:
         )
 
 
+def draft_request(width: int, height: int, min_side: int) -> tuple[int, int]:
+    """The size asked of a JPEG's draft for a long side of `min_side` (within DRAFT_SLACK):
+    Pillow then picks the smallest DCT scale (1/8, 1/4, 1/2) that gives at least that."""
+    factor = min_side * DRAFT_SLACK / max(width, height)
+    return (max(1, round(width * factor)), max(1, round(height * factor)))
+
+
 def _turbo_decode(data: bytes, image: Image.Image) -> np.ndarray | None:
-    """The JPEG's pixels at the size Pillow's draft set up (`image.size`), RGB, or None where
-    simplejpeg declines: CMYK and YCCK JPEGs, corrupt or truncated data (strict: any decoder
-    warning), or a scale Pillow would not pick."""
-    if image.mode not in ("RGB", "L"):
+    """The JPEG's pixels, RGB, at the size Pillow's draft set up (`image.size`), or None for
+    Pillow to decode: CMYK and YCCK JPEGs, pictures under 8 px (where libjpeg-turbo may pick
+    another scale of the same size), and whatever simplejpeg refuses (strict: a corrupt or
+    truncated stream, any decoder warning)."""
+    if not (image.mode == "RGB" and image.layers == 3 or image.mode == "L" and image.layers == 1):
+        return None
+    if max(image.size) < 8:
         return None
     try:
-        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=image.width, min_height=image.height)
-    except ValueError:
+        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=image.width, min_height=image.height,
+                                        fastdct=False, fastupsample=False, strict=True)
+    except (ValueError, RuntimeError):
         return None
     if pixels.shape != (image.height, image.width, 3):
         return None
@@ -254,9 +266,14 @@ def _apply_orientation(image: Image.Image, orientation: int) -> Image.Image:
     return image
 
 
+def _reduce_factor(size: tuple[int, int], min_side: int) -> int:
+    return max(size) // min_side
+
+
 def _reduce(image: Image.Image, min_side: int) -> Image.Image:
-    """Integer box reduction for formats without DCT scaling (PNG, WebP, TIFF...)."""
-    factor = max(image.size) // min_side
+    """Integer box reduction for formats without DCT scaling (PNG, WebP, TIFF...), and for a
+    JPEG beyond its 1/8 scale."""
+    factor = _reduce_factor(image.size, min_side)
     if factor >= 2 and image.mode in ("RGB", "RGBA", "L", "LA", "RGBa", "La", "CMYK"):
         return image.reduce(factor)
     return image

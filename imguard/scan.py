@@ -192,6 +192,9 @@ class Matcher:
         self.store_path = store_path
         self.threshold = threshold
         self.top = top
+        # Verifications under this are never reported and cannot settle a query on the fast
+        # path: they are not explained (see `_verified`).
+        self.explains_from = min(threshold, FAST_ACCEPT)
         self._store: Store | None = None
         self._pid = -1
         self._cache: dict[int, Reference] = {}
@@ -394,36 +397,43 @@ class Matcher:
 
     def _keep(self, q: _Query, image_id: int, match: Match) -> None:
         """Keep the better of two verifications of one catalog image (of the whole query and of
-        a part of it, say): the one at or above the threshold if only one is, else the better
-        explanation, as between siblings. What is reported thus never depends on verifications
-        under the threshold (which `_verified` does not explain)."""
+        a part of it, say). One at or above the threshold beats one under it, and an explained
+        one beats one that is not (see `_verified`); between two explained ones, the better
+        explanation, as between siblings; between two that are not, the higher score. Nothing
+        reported, nor the hash hits verified again with keypoints, thus depends on what is left
+        out of the explanations."""
         known = q.results.get(image_id)
         if known is None:
             q.results[image_id] = match
             return
-        above, known_above = match.score >= self.threshold, known.score >= self.threshold
-        if above != known_above:
-            replace = above
+        tier, known_tier = self._tier(match), self._tier(known)
+        if tier != known_tier:
+            replace = tier > known_tier
+        elif tier == 0:
+            replace = match.score > known.score
         else:
             replace = _better(match, known, before=match.score > known.score)
         if replace:
             q.results[image_id] = match
+
+    def _tier(self, match: Match) -> int:
+        """2: reported; 1: explained; 0: neither."""
+        return 2 if match.score >= self.threshold else 1 if match.score >= self.explains_from else 0
 
     def _verified(self, q: _Query, picture: _Picture, ref: Reference, alignment: verify.Alignment,
                   method: str) -> Match:
         check = verify.dense_check(self._canvas(ref), ref.view_size, picture.checked, alignment,
                                    query_detail=picture.detail)
         score = round(check.score, 4)
-        if score < min(self.threshold, FAST_ACCEPT):
-            # Never reported, and cannot settle the query on the fast path: no regions and
-            # coverage (~1 ms a verification, and most of a non-matching query's are this weak).
-            return self._match(q, ref, score, _unexplained(check, method))
+        if score < self.explains_from:
+            # no regions and coverage: ~1 ms a verification, and most of a non-matching query's
+            # verifications are this weak
+            return self._match(q, ref, score, _unexplained(method, check))
         return self._match(q, ref, score, _explain(q, picture, ref, check, method))
 
     def _unverified(self, q: _Query, ref: Reference) -> Match:
         """A candidate that failed verification: reported only with threshold 0 (evaluation)."""
-        zero = (0, 0, 0, 0)
-        return self._match(q, ref, 0.0, Explanation("features", 0.0, 0.0, False, 0, zero, zero, 0.0, 0.0, 0.0))
+        return self._match(q, ref, 0.0, _unexplained("features"))
 
     def _match(self, q: _Query, ref: Reference, score: float, explanation: Explanation) -> Match:
         distances = {
@@ -599,9 +609,12 @@ def _explain(q: _Query, picture: _Picture, ref: Reference, check: verify.DenseCh
     )
 
 
-def _unexplained(check: verify.DenseCheck, method: str) -> Explanation:
-    """A verification too weak to report: its agreement, no geometry."""
+def _unexplained(method: str, check: verify.DenseCheck | None = None) -> Explanation:
+    """A verification too weak to report (or a candidate that failed verification, no `check`):
+    its agreement, no geometry."""
     zero = (0, 0, 0, 0)
+    if check is None:
+        return Explanation(method, 0.0, 0.0, False, 0, zero, zero, 0.0, 0.0, 0.0)
     return Explanation(method, 0.0, 0.0, check.alignment.mirrored, check.alignment.inliers, zero, zero,
                        round(check.structure, 3), round(check.colour, 3), 0.0)
 

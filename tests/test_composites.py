@@ -166,6 +166,20 @@ def test_a_sibling_under_the_threshold_does_not_hide_one_above_it(fixtures, with
     assert scan.select([weak_photo, detail], 0.9, None) == []
 
 
+@pytest.mark.parametrize("threshold", [imguard.DEFAULT_THRESHOLD, 0.9])
+def test_weak_verifications_left_unexplained_change_nothing_reported(fixtures, indexed, threshold):
+    """Verifications under the threshold are not explained (`Matcher._verified`): every
+    competitor fixture reports the very same matches as when all are explained."""
+    queries = sorted(str(p) for p in fixtures.competitors.iterdir())
+    lean = indexed.matcher(threshold=threshold)
+    full = indexed.matcher(threshold=threshold)
+    full.explains_from = 0.0
+    reported = [[o.matches for o in m.match_chunk(queries)] for m in (lean, full)]
+    assert reported[0] == reported[1]
+    assert any(reported[0])
+    assert all(m.explanation.query_region != (0, 0, 0, 0) for matches in reported[0] for m in matches)
+
+
 def test_two_verifications_of_one_image_keep_the_better_one_above_the_threshold(fixtures, with_detail):
     """A catalog image verified twice (from a hash hit on the whole query, then from keypoints
     on a part of it): the one explaining more of the query is kept, unless it falls under the

@@ -116,33 +116,36 @@ def test_a_marketplace_size_jpeg_decodes_at_half_scale(fixtures, tmp_path):
     assert max(load.load(str(path), 240).rgb.shape[:2]) == 250  # 1/4
 
 
+JPEGS = [("catalog", "motorcycle.jpg"), ("catalog", "chelsea.jpg"), ("loader", "grey"), ("loader", "exif_rotated")]
+
+
 @pytest.mark.parametrize("side", [60, 128, 256, 512, 10**6])
-@pytest.mark.parametrize("name", ["motorcycle.jpg", "chelsea.jpg"])
-def test_jpegs_decode_to_pillows_pixels(fixtures, side, name):
-    """JPEGs decode with simplejpeg, at the DCT scale Pillow's draft picks: the same
-    libjpeg-turbo, so exactly Pillow's pixels (whatever fingerprints were computed before)."""
-    path = fixtures.catalog / name
+@pytest.mark.parametrize("where,name", JPEGS)
+def test_jpegs_decode_to_pillows_pixels(fixtures, side, where, name):
+    """JPEGs decode with simplejpeg, at the DCT scale Pillow's draft picks: exactly Pillow's
+    pixels, so fingerprints do not depend on which decoder ran. Colour and greyscale, EXIF
+    orientation, and past 1/8 the integer box reduction."""
+    path = fixtures.catalog / name if where == "catalog" else fixtures.loader(name)
     image = Image.open(path)
     if max(image.size) > side:
-        factor = side * load.DRAFT_SLACK / max(image.size)
-        image.draft("RGB", (max(1, round(image.width * factor)), max(1, round(image.height * factor))))
-    image = image.convert("RGB")
-    if max(image.size) // side >= 2:  # beyond 1/8, the rest is an integer box reduction
-        image = image.reduce(max(image.size) // side)
-    assert np.array_equal(load.load(str(path), side).rgb, np.asarray(image))
+        image.draft("RGB", load.draft_request(image.width, image.height, side))
+    assert load._turbo_decode(path.read_bytes(), image) is not None  # the fast path, not the fallback
+    pixels = image.convert("RGB")
+    if max(pixels.size) // side >= 2:
+        pixels = pixels.reduce(max(pixels.size) // side)
+    expected = np.asarray(ImageOps.exif_transpose(pixels.copy()) if name == "exif_rotated" else pixels)
+    assert np.array_equal(load.load(str(path), side).rgb, expected)
 
 
-def test_jpegs_simplejpeg_declines_go_to_pillow(fixtures, monkeypatch):
-    """CMYK JPEGs and corrupt data are Pillow's: the fallback decodes the one, and reports the
-    other with Pillow's reason."""
-    declined = []
-    real = load._turbo_decode
-    monkeypatch.setattr(load, "_turbo_decode", lambda data, image: declined.append(image.mode) or real(data, image))
-    assert decode(fixtures.loader("cmyk")).rgb.shape[2] == 3
-    with pytest.raises(ImageError, match="truncated|corrupt"):
-        decode(fixtures.loader("truncated"))
-    assert declined == ["CMYK", "RGB"]
-    assert real(fixtures.loader("truncated").read_bytes(), Image.open(fixtures.loader("truncated"))) is None
+def test_pillow_decodes_what_simplejpeg_must_not(fixtures):
+    """CMYK JPEGs (simplejpeg would convert them otherwise) and corrupt streams are Pillow's: the
+    one decodes, the other fails with Pillow's own reason."""
+    cmyk, truncated = fixtures.loader("cmyk"), fixtures.loader("truncated")
+    assert load._turbo_decode(cmyk.read_bytes(), Image.open(cmyk)) is None
+    assert decode(cmyk).rgb.shape[2] == 3
+    assert load._turbo_decode(truncated.read_bytes(), Image.open(truncated)) is None
+    with pytest.raises(ImageError, match="image file is truncated"):
+        decode(truncated)
 
 
 def test_sha256_and_size_are_of_the_file_bytes(fixtures):
