@@ -76,7 +76,7 @@ def _fit(rgb: np.ndarray, side: int, *, upscale: bool = False) -> np.ndarray:
     scale = side / max(height, width)
     if scale == 1 or (scale > 1 and not upscale):
         return rgb
-    size = hashing.scaled_size(rgb.shape, scale)
+    size = load.scaled_size(rgb.shape, scale)
     # Area averaging is only needed against aliasing when shrinking by 2x or more; for the
     # last, smaller step bilinear is 6x faster.
     interpolation = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR

@@ -13,6 +13,8 @@ import math
 import cv2
 import numpy as np
 
+from . import load
+
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive)
 
 # A border line counts as padding when this share of its pixels is within TRIM_TOLERANCE of the
@@ -82,15 +84,10 @@ def _averaged(rgb: np.ndarray, side: int) -> np.ndarray:
     scale = side / max(height, width)
     if scale >= 1:
         return rgb
-    size = scaled_size(rgb.shape, scale)
+    size = load.scaled_size(rgb.shape, scale)
     if scale < 0.5:
         rgb = cv2.resize(rgb, (2 * size[0], 2 * size[1]), interpolation=cv2.INTER_LINEAR)
     return shrink(rgb, size)
-
-
-def scaled_size(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
-    """(width, height) of a picture of `shape` (height, width, ...) scaled by `scale`, never 0."""
-    return (max(1, round(shape[1] * scale)), max(1, round(shape[0] * scale)))
 
 
 def _uniform_lines(lines: np.ndarray) -> int:

@@ -215,11 +215,15 @@ def _check_pixels(name: str, width: int, height: int) -> None:
         )
 
 
+def scaled_size(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+    """(width, height) of a picture of `shape` (height, width, ...) scaled by `scale`, never 0."""
+    return (max(1, round(shape[1] * scale)), max(1, round(shape[0] * scale)))
+
+
 def draft_request(width: int, height: int, min_side: int) -> tuple[int, int]:
     """The size asked of a JPEG's draft for a long side of `min_side` (within DRAFT_SLACK):
     Pillow then picks the smallest DCT scale (1/8, 1/4, 1/2) that gives at least that."""
-    factor = min_side * DRAFT_SLACK / max(width, height)
-    return (max(1, round(width * factor)), max(1, round(height * factor)))
+    return scaled_size((height, width), min_side * DRAFT_SLACK / max(width, height))
 
 
 def _turbo_decode(data: bytes, image: Image.Image) -> np.ndarray | None:

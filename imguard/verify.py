@@ -20,7 +20,7 @@ import cv2
 import faiss
 import numpy as np
 
-from . import hashing
+from . import load
 
 Box = tuple[int, int, int, int]
 
@@ -188,7 +188,7 @@ class QueryImage:
 
     def shrunk(self, mirrored: bool, scale: float) -> tuple[np.ndarray, float]:
         """The oriented picture shrunk by about `scale`, and the scale used (see `_shrunk`)."""
-        key = (mirrored, hashing.scaled_size(self.rgb.shape, scale))
+        key = (mirrored, load.scaled_size(self.rgb.shape, scale))
         if key not in self._shrunk:
             if len(self._shrunk) >= self.CACHED:
                 self._shrunk.clear()
@@ -282,7 +282,7 @@ def _warp(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> tuple
 
 def _shrunk(image: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
     """`image` shrunk by about `scale` (area averaging), never to nothing, and the scale used."""
-    size = hashing.scaled_size(image.shape, scale)
+    size = load.scaled_size(image.shape, scale)
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), size[0] / image.shape[1]
 
 
