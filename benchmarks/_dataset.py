@@ -88,11 +88,11 @@ class Sources:
         return self.root / rel
 
     def fingerprint(self) -> str:
-        """Changes when any file is added, removed or rewritten (name + size + mtime)."""
-        h = hashlib.sha1(str(self.root).encode())
+        """Changes when any file is added, removed or rewritten: names and contents, not mtimes,
+        so a fresh copy of the same photos (../shared is re-provisioned) reuses the caches."""
+        h = hashlib.sha1(self.kind.encode())
         for rel in self.rels:
-            st = self.path(rel).stat()
-            h.update(f"{rel}:{st.st_size}:{int(st.st_mtime)}".encode())
+            h.update(rel.encode() + b"\0" + hashlib.sha1(self.path(rel).read_bytes()).digest())
         return h.hexdigest()[:16]
 
 
