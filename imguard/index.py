@@ -1,7 +1,8 @@
 """Fingerprints → FAISS binary indexes (Hamming distance), derived from the store and saved beside it.
 
 Exact search (IndexBinaryFlat) is used while it pays; above a size an inverted-file index
-(IndexBinaryIVF) is built instead, with `nprobe` set for the recall measured by benchmarks/speed.py.
+(IndexBinaryIVF) is built instead, its lists centred by binary k-medians on a sample, with
+`nprobe` set for the recall measured by benchmarks/speed.py.
 Index files carry the store generation they were built from: a stale or missing file is rebuilt.
 """
 
@@ -27,13 +28,17 @@ FEATURE_EXACT_LIMIT = 50_000
 # quantizer, which is why large list counts get a two-level quantizer (see `_quantizer`).
 LIST_SIZE = 384
 # Lists probed per query code. Descriptors vote in bulk (hundreds per image), so a descriptor
-# whose neighbour lies in an unprobed list costs little: one probe finds about half of the
-# neighbours at 10,000 images (benchmarks/SPEED.md), and detection with that many lists stays
+# whose neighbour lies in an unprobed list costs little: one probe finds about three quarters of
+# the neighbours at 10,000 images (benchmarks/SPEED.md), and detection with that many lists stays
 # within 0.1 point of recall of exact search (RESULTS.md). A hash has no such redundancy: it
 # probes more.
 HASH_NPROBE = 32
 FEATURE_NPROBE = 1
-COARSE_NPROBE = 8  # of the two-level quantizer's coarse lists
+COARSE_NPROBE = 4  # of the two-level quantizer's coarse lists
+# Training: codes sampled per list, and k-medians rounds. Three rounds took neighbour recall per
+# probe at 10,000 images from 0.54 (random centroids) to 0.75; more rounds added little.
+TRAIN_SAMPLE = 16
+TRAIN_ROUNDS = 3
 SEED = 0
 
 
@@ -108,16 +113,15 @@ class BinaryIndex:
 
 
 def new_binary(bits: int, size: int, sample: np.ndarray, *, exact_limit: int, nprobe: int) -> BinaryIndex:
-    """An empty index for `size` codes: exact (flat) up to `exact_limit`, inverted lists above.
-
-    The lists' centroids are `sample`'s first codes, a random sample of the codes to come: k-means
-    gave ~5 points more neighbour recall per probe, but training it grows with lists² (15 minutes
-    for a 10,000-image catalog here), and random centroids build in a second (benchmarks/speed.py).
-    """
+    """An empty index for `size` codes: exact (flat) up to `exact_limit`, inverted lists above,
+    centred on the `k_medians` of `sample` (a random sample of the codes to come, in random
+    order), which start from its first codes."""
     if size <= exact_limit:
         return BinaryIndex(faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(bits)))
+    sample = np.ascontiguousarray(sample, np.uint8)
     nlist = int(np.clip(2 ** round(np.log2(size / LIST_SIZE)), 16, len(sample)))
-    quantizer = _quantizer(np.ascontiguousarray(sample[:nlist], np.uint8), bits)
+    centroids = k_medians(sample, sample[:nlist], lambda c: _quantizer(c, bits))
+    quantizer = _quantizer(centroids, bits)
     ivf = faiss.IndexBinaryIVF(quantizer, bits, nlist)
     ivf.own_fields = True
     quantizer.this.disown()
@@ -126,24 +130,57 @@ def new_binary(bits: int, size: int, sample: np.ndarray, *, exact_limit: int, np
     return BinaryIndex(ivf)
 
 
+def k_medians(codes: np.ndarray, centroids: np.ndarray,
+              assigner: Callable[[np.ndarray], faiss.IndexBinary]) -> np.ndarray:
+    """`centroids` after TRAIN_ROUNDS rounds of `k_medians_step`, each assigning the codes with
+    `assigner(centroids)`: an index that holds them."""
+    for _ in range(TRAIN_ROUNDS):
+        centroids = k_medians_step(codes, centroids, assigner(centroids))
+    return centroids
+
+
+def k_medians_step(codes: np.ndarray, centroids: np.ndarray, assigner: faiss.IndexBinary) -> np.ndarray:
+    """One Lloyd round in Hamming space: each centroid moves to the bitwise majority of the codes
+    nearest to it (`assigner` holds `centroids`), the point nearest to all of them in sum. A
+    centroid no code chose stays. Unlike k-means on floats, a round costs one search of the
+    codes, not codes × lists comparisons: the two-level quantizer does the assigning."""
+    _, nearest = assigner.search(codes, 1)
+    nearest = nearest.ravel()
+    members = np.bincount(nearest, minlength=len(centroids))
+    ones = np.zeros((len(centroids), codes.shape[1] * 8), np.int32)
+    for start in range(0, len(codes), 1 << 16):  # bits unpacked a block at a time
+        order = np.argsort(nearest[start:start + (1 << 16)], kind="stable")
+        owner = nearest[start:start + (1 << 16)][order]
+        firsts = np.flatnonzero(np.r_[True, np.diff(owner) != 0])  # each centroid's first code
+        bits = np.unpackbits(codes[start:start + (1 << 16)][order], axis=1)
+        ones[owner[firsts]] += np.add.reduceat(bits, firsts, axis=0, dtype=np.int32)
+    moved = np.packbits(2 * ones > members[:, None], axis=1)
+    return np.where((members > 0)[:, None], moved, centroids)
+
+
 def _quantizer(centroids: np.ndarray, bits: int) -> faiss.IndexBinary:
     """Finds a code's nearest lists. Flat while that is cheap; for many lists, itself an inverted
-    file over the centroids (√nlist coarse lists), so that assigning a code costs ~√nlist
-    comparisons instead of nlist."""
+    file over the centroids (√nlist coarse lists, centred by k-medians of the centroids), so that
+    assigning a code costs ~√nlist comparisons instead of nlist."""
+    centroids = np.ascontiguousarray(centroids, np.uint8)
     if len(centroids) <= 1024:
-        flat = faiss.IndexBinaryFlat(bits)
-        flat.add(centroids)
-        return flat
+        return _flat(centroids, bits)
     n_coarse = int(2 ** round(np.log2(np.sqrt(len(centroids)))))
-    coarse = faiss.IndexBinaryFlat(bits)
+    coarse = _flat(k_medians(centroids, centroids[np.linspace(0, len(centroids) - 1, n_coarse).astype(int)],
+                             lambda c: _flat(c, bits)), bits)
     quantizer = faiss.IndexBinaryIVF(coarse, bits, n_coarse)
     quantizer.own_fields = True
     coarse.this.disown()
-    coarse.add(centroids[np.linspace(0, len(centroids) - 1, n_coarse).astype(int)])
     quantizer.is_trained = True
     quantizer.nprobe = COARSE_NPROBE
     quantizer.add(centroids)
     return quantizer
+
+
+def _flat(codes: np.ndarray, bits: int) -> faiss.IndexBinaryFlat:
+    flat = faiss.IndexBinaryFlat(bits)
+    flat.add(np.ascontiguousarray(codes, np.uint8))
+    return flat
 
 
 def random_rows(n: int, k: int) -> np.ndarray:
@@ -163,10 +200,10 @@ def build_streamed(bits: int, total: int, batches: Callable[[], Iterable[tuple[n
                    exact_limit: int, nprobe: int) -> BinaryIndex:
     """An index of `total` codes, flat up to `exact_limit` codes and inverted lists above, read a
     batch at a time (ORB descriptors: 100,000 catalog images are ~60M of them): `batches()` gives
-    (owners, codes), the same every call. One pass picks the random sample the lists are centred
+    (owners, codes), the same every call. One pass picks the random sample the lists are trained
     on, two more fill them (see `add_batches`). The build holds the index, its lists'
     assignments and one batch, never every code twice."""
-    rows = random_rows(total, max(16, total // LIST_SIZE * 2))
+    rows = random_rows(total, max(16, total // LIST_SIZE) * TRAIN_SAMPLE)
     picked, start = [], 0
     for _, codes in batches():
         lo, hi = np.searchsorted(rows, [start, start + len(codes)])

@@ -403,7 +403,7 @@ def test_schema_1_store_is_migrated_and_refingerprinted(catalog_copy, tmp_path, 
 
 def test_inverted_file_indexes_find_the_copies_exact_search_finds(fixtures, catalog_copy, tmp_path, monkeypatch,
                                                                   default_scan):
-    """Forced below their size limits, the IVF indexes (random-sample centroids, two-level
+    """Forced below their size limits, the IVF indexes (k-medians centroids, two-level
     quantizer) are built, saved, loaded with their probes, and find the copies flat search finds."""
     from imguard import index as index_module
 
