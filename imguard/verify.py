@@ -173,6 +173,7 @@ class QueryImage:
     image and its area-shrunk copies are made once (each costs about as much as a comparison)."""
 
     CACHED = 8  # shrunk copies kept: a query's candidates share a few scales
+    SHRINK_STEPS = 8
 
     def __init__(self, rgb: np.ndarray) -> None:
         self.rgb = rgb
@@ -187,7 +188,11 @@ class QueryImage:
         return self._mirror
 
     def shrunk(self, mirrored: bool, scale: float) -> tuple[np.ndarray, float]:
-        """The oriented picture shrunk by about `scale`, and the scale used (see `_shrunk`)."""
+        """The oriented picture shrunk by about `scale`, and the scale used (see `_shrunk`).
+        `scale` is rounded up to a step of SHRINK_STEPS per octave: every reference asks for a
+        slightly different one (thumbnails differ in shape), and the warp that follows takes up
+        the few per cent left, too few to alias."""
+        scale = min(1.0, 2 ** (math.ceil(math.log2(scale) * self.SHRINK_STEPS - 1e-9) / self.SHRINK_STEPS))
         key = (mirrored, load.scaled_size(self.rgb.shape, scale))
         if key not in self._shrunk:
             if len(self._shrunk) >= self.CACHED:

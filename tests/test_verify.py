@@ -82,6 +82,20 @@ def test_coverage_helpers_on_degenerate_input():
     assert verify.share_inside(points, square) == 0.5
 
 
+def test_near_scales_share_one_shrunk_copy_that_keeps_the_detail_asked_for(rocket):
+    """References ask for slightly different shrinks of a query (thumbnails differ in shape):
+    those within one step share one copy, which is never smaller than asked."""
+    _, _, query = rocket
+    kept = verify.QueryImage(query)
+    first, used = kept.shrunk(False, 0.5)
+    for scale in (0.47, 0.49, 0.5):
+        again, used_again = kept.shrunk(False, scale)
+        assert again is first and used_again == used and used_again >= scale - 0.01
+    smaller, used_smaller = kept.shrunk(False, 0.4)
+    assert smaller is not first and 0.39 <= used_smaller < used
+    assert kept.shrunk(True, 0.5)[0] is not first  # the mirror image has its own
+
+
 def test_a_query_image_checked_against_many_references_gives_each_a_fresh_result(fixtures, rocket):
     """The mirror image and the shrunk copies a QueryImage keeps for its next candidates change
     no check: each equals a check of the bare array, in either orientation and at any scale."""
