@@ -19,7 +19,7 @@ import numpy as np
 
 from .store import Store
 
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3  # 3: lists centred by k-medians; coarse probes set by `tune`
 # Above these sizes (codes), exact flat search stops paying for itself (benchmarks/speed.py): an
 # ORB query searches ~1,400 descriptors, so flat costs 1,400 × catalog descriptors per image.
 HASH_EXACT_LIMIT = 250_000
@@ -34,11 +34,14 @@ LIST_SIZE = 384
 # probes more.
 HASH_NPROBE = 32
 FEATURE_NPROBE = 1
-COARSE_NPROBE = 4  # of the two-level quantizer's coarse lists
-# Training: codes sampled per list, and k-medians rounds. Three rounds took neighbour recall per
-# probe at 10,000 images from 0.54 (random centroids) to 0.75; more rounds added little.
+# Coarse lists of the two-level quantizer probed per code, at least: see `coarse_nprobe`.
+COARSE_NPROBE = 4
+# Training: codes sampled per list, and k-medians rounds. On speed.py's synthetic 10,000-image
+# feature catalog, three rounds took neighbour recall per probe from 0.54 (random centroids) to
+# 0.75, and kept it at 4 coarse probes instead of 8; more rounds added little.
 TRAIN_SAMPLE = 16
 TRAIN_ROUNDS = 3
+TRAIN_BLOCK = 1 << 16  # sample codes whose bits are unpacked at once
 SEED = 0
 
 
@@ -106,10 +109,19 @@ class BinaryIndex:
         return "Flat"
 
     def tune(self, nprobe: int) -> None:
-        """Set the lists probed per query (an IVF index; a flat one has nothing to tune)."""
+        """Set the lists probed per query, and the coarse lists its quantizer probes to find them
+        (an IVF index; a flat one has nothing to tune). FAISS saves both in the file."""
         index = faiss.downcast_IndexBinary(self.index)
         if isinstance(index, faiss.IndexBinaryIVF):
             index.nprobe = nprobe
+            quantizer = faiss.downcast_IndexBinary(index.quantizer)
+            if isinstance(quantizer, faiss.IndexBinaryIVF):
+                quantizer.nprobe = coarse_nprobe(nprobe)
+
+
+def coarse_nprobe(nprobe: int) -> int:
+    """A code that probes many lists (a hash) needs more of their coarse lists found."""
+    return max(COARSE_NPROBE, nprobe // 4)
 
 
 def new_binary(bits: int, size: int, sample: np.ndarray, *, exact_limit: int, nprobe: int) -> BinaryIndex:
@@ -120,8 +132,9 @@ def new_binary(bits: int, size: int, sample: np.ndarray, *, exact_limit: int, np
         return BinaryIndex(faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(bits)))
     sample = np.ascontiguousarray(sample, np.uint8)
     nlist = int(np.clip(2 ** round(np.log2(size / LIST_SIZE)), 16, len(sample)))
-    centroids = k_medians(sample, sample[:nlist], lambda c: _quantizer(c, bits))
-    quantizer = _quantizer(centroids, bits)
+    coarse = coarse_nprobe(nprobe)
+    centroids = k_medians(sample, sample[:nlist], lambda c: _quantizer(c, bits, coarse))
+    quantizer = _quantizer(centroids, bits, coarse)
     ivf = faiss.IndexBinaryIVF(quantizer, bits, nlist)
     ivf.own_fields = True
     quantizer.this.disown()
@@ -142,37 +155,43 @@ def k_medians(codes: np.ndarray, centroids: np.ndarray,
 def k_medians_step(codes: np.ndarray, centroids: np.ndarray, assigner: faiss.IndexBinary) -> np.ndarray:
     """One Lloyd round in Hamming space: each centroid moves to the bitwise majority of the codes
     nearest to it (`assigner` holds `centroids`), the point nearest to all of them in sum. A
-    centroid no code chose stays. Unlike k-means on floats, a round costs one search of the
-    codes, not codes × lists comparisons: the two-level quantizer does the assigning."""
+    centroid no code chose (or a code no probed list held) stays. A round costs one search of
+    the codes, which the two-level quantizer keeps at ~√lists comparisons a code for many lists."""
     _, nearest = assigner.search(codes, 1)
     nearest = nearest.ravel()
-    members = np.bincount(nearest, minlength=len(centroids))
+    members = np.bincount(nearest[nearest >= 0], minlength=len(centroids))
     ones = np.zeros((len(centroids), codes.shape[1] * 8), np.int32)
-    for start in range(0, len(codes), 1 << 16):  # bits unpacked a block at a time
-        order = np.argsort(nearest[start:start + (1 << 16)], kind="stable")
-        owner = nearest[start:start + (1 << 16)][order]
-        firsts = np.flatnonzero(np.r_[True, np.diff(owner) != 0])  # each centroid's first code
-        bits = np.unpackbits(codes[start:start + (1 << 16)][order], axis=1)
-        ones[owner[firsts]] += np.add.reduceat(bits, firsts, axis=0, dtype=np.int32)
-    moved = np.packbits(2 * ones > members[:, None], axis=1)
+    for start in range(0, len(codes), TRAIN_BLOCK):  # bits unpacked a block at a time
+        block = nearest[start:start + TRAIN_BLOCK]
+        order = np.argsort(block, kind="stable")
+        order = order[block[order] >= 0]
+        if len(order):
+            owner = block[order]
+            firsts = np.flatnonzero(np.r_[True, np.diff(owner) != 0])  # each centroid's first code
+            bits = np.unpackbits(codes[start:start + TRAIN_BLOCK][order], axis=1)
+            ones[owner[firsts]] += np.add.reduceat(bits, firsts, axis=0, dtype=np.int32)
+    moved = np.packbits(ones > (members // 2)[:, None], axis=1)  # more than half of them
     return np.where((members > 0)[:, None], moved, centroids)
 
 
-def _quantizer(centroids: np.ndarray, bits: int) -> faiss.IndexBinary:
+def _quantizer(centroids: np.ndarray, bits: int, nprobe: int = COARSE_NPROBE) -> faiss.IndexBinary:
     """Finds a code's nearest lists. Flat while that is cheap; for many lists, itself an inverted
-    file over the centroids (√nlist coarse lists, centred by k-medians of the centroids), so that
-    assigning a code costs ~√nlist comparisons instead of nlist."""
+    file over the centroids (√nlist coarse lists, centred by k-medians of the centroids, probed
+    `nprobe` at a time), so that assigning a code costs ~√nlist comparisons instead of nlist."""
     centroids = np.ascontiguousarray(centroids, np.uint8)
     if len(centroids) <= 1024:
         return _flat(centroids, bits)
     n_coarse = int(2 ** round(np.log2(np.sqrt(len(centroids)))))
-    coarse = _flat(k_medians(centroids, centroids[np.linspace(0, len(centroids) - 1, n_coarse).astype(int)],
-                             lambda c: _flat(c, bits)), bits)
-    quantizer = faiss.IndexBinaryIVF(coarse, bits, n_coarse)
+    coarse_centroids = k_medians(centroids, centroids[np.linspace(0, len(centroids) - 1, n_coarse).astype(int)],
+                                 lambda c: _flat(c, bits))
+    # A coarse list left empty would waste a probe, and four empty ones would find no list at all.
+    _, owner = _flat(coarse_centroids, bits).search(centroids, 1)
+    coarse = _flat(coarse_centroids[np.unique(owner)], bits)
+    quantizer = faiss.IndexBinaryIVF(coarse, bits, coarse.ntotal)
     quantizer.own_fields = True
     coarse.this.disown()
     quantizer.is_trained = True
-    quantizer.nprobe = COARSE_NPROBE
+    quantizer.nprobe = nprobe
     quantizer.add(centroids)
     return quantizer
 
@@ -202,7 +221,7 @@ def build_streamed(bits: int, total: int, batches: Callable[[], Iterable[tuple[n
     batch at a time (ORB descriptors: 100,000 catalog images are ~60M of them): `batches()` gives
     (owners, codes), the same every call. One pass picks the random sample the lists are trained
     on, two more fill them (see `add_batches`). The build holds the index, its lists'
-    assignments and one batch, never every code twice."""
+    assignments and one batch (and, while the lists are trained, the sample), never every code twice."""
     rows = random_rows(total, max(16, total // LIST_SIZE) * TRAIN_SAMPLE)
     picked, start = [], 0
     for _, codes in batches():
@@ -212,8 +231,10 @@ def build_streamed(bits: int, total: int, batches: Callable[[], Iterable[tuple[n
     if start != total:
         raise ValueError(f"build_streamed: batches() gave {start} codes, not {total}")
     sample = np.concatenate(picked) if picked else np.zeros((0, bits // 8), np.uint8)
+    del picked
     part = new_binary(bits, total, sample[np.random.default_rng(SEED).permutation(len(sample))],
                       exact_limit=exact_limit, nprobe=nprobe)
+    del sample  # not held through the fill
     part.add_batches(batches)
     return part
 

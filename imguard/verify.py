@@ -192,7 +192,7 @@ class QueryImage:
         `scale` is rounded up to a step of SHRINK_STEPS per octave: every reference asks for a
         slightly different one (thumbnails differ in shape), and the warp that follows takes up
         the few per cent left, too few to alias."""
-        scale = min(1.0, 2 ** (math.ceil(math.log2(scale) * self.SHRINK_STEPS - 1e-9) / self.SHRINK_STEPS))
+        scale = min(1.0, 2 ** (math.ceil(math.log2(max(scale, 1e-6)) * self.SHRINK_STEPS - 1e-9) / self.SHRINK_STEPS))
         key = (mirrored, load.scaled_size(self.rgb.shape, scale))
         if key not in self._shrunk:
             if len(self._shrunk) >= self.CACHED:

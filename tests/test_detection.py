@@ -166,3 +166,19 @@ def test_higher_threshold_keeps_a_subset(fixtures, indexed, default_scan):
     assert all(m.score >= 0.9 for m in strict)
     loose = {(m.query, m.reference) for m in default_scan}
     assert {(m.query, m.reference) for m in strict} <= loose
+
+
+def test_votes_count_each_query_descriptor_once_per_catalog_image():
+    """A descriptor whose k neighbours include several rows of one catalog image votes for it
+    once; -1 (no neighbour near enough) votes for nothing."""
+    import numpy as np
+
+    from imguard.scan import _votes
+
+    owners = np.array([[7, 7, 3, -1],  # one vote for 7, one for 3
+                       [7, -1, -1, -1],  # 7
+                       [-1, -1, -1, -1],  # nothing
+                       [3, 9, 3, 3],  # 3 and 9
+                       [123456789, 7, 7, 7]], np.int64)  # a large id, and 7
+    assert _votes(owners) == {7: 3, 3: 2, 9: 1, 123456789: 1}
+    assert _votes(np.zeros((0, 4), np.int64)) == {}

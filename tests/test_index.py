@@ -152,3 +152,44 @@ def test_trained_lists_find_more_neighbours_per_probe(indexed, monkeypatch):
     monkeypatch.setattr(index, "TRAIN_ROUNDS", 0)
     untrained = found_share()
     assert trained > untrained + 0.05
+
+
+def test_k_medians_step_is_the_same_block_by_block_and_skips_unassigned_codes(indexed, monkeypatch):
+    """The majority is counted a block of codes at a time: any block size gives the same
+    centroids. A code the assigner found no list for (-1) moves no centroid."""
+    _, codes = _real_descriptors(indexed)
+    start = np.ascontiguousarray(codes[::40])
+    whole = index.k_medians_step(codes, start, index._flat(start, 256))
+    monkeypatch.setattr(index, "TRAIN_BLOCK", 37)
+    assert np.array_equal(index.k_medians_step(codes, start, index._flat(start, 256)), whole)
+    assert not np.array_equal(whole, start)
+
+    class Unassigned:  # finds a list for the first half of the codes only
+        def search(self, x, k):
+            found = index._flat(start, 256).search(x, 1)[1]
+            found[len(x) // 2:] = -1
+            return np.zeros_like(found, np.int32), found
+
+    half = index.k_medians_step(codes[:len(codes) // 2], start, index._flat(start, 256))
+    assert np.array_equal(index.k_medians_step(codes, start, Unassigned()), half)
+
+
+def test_probes_are_set_by_size_and_kept_by_a_saved_index(tmp_path, indexed, monkeypatch):
+    """A two-level quantizer probes more coarse lists for a code that probes many lists (a
+    hash) than for a descriptor, and `tune` sets both on a loaded index."""
+    _, codes = _real_descriptors(indexed)
+    monkeypatch.setattr(index, "LIST_SIZE", 2)  # > 1024 lists: the two-level quantizer
+    for nprobe in (1, index.HASH_NPROBE):
+        part = index.build_binary(np.arange(len(codes)), codes, exact_limit=0, nprobe=nprobe)
+        ivf = index.faiss.downcast_IndexBinary(part.index)
+        quantizer = index.faiss.downcast_IndexBinary(ivf.quantizer)
+        assert isinstance(quantizer, index.faiss.IndexBinaryIVF) and ivf.nlist > 1024
+        assert (ivf.nprobe, quantizer.nprobe) == (nprobe, index.coarse_nprobe(nprobe))
+        path = str(tmp_path / f"probe{nprobe}.faiss")
+        quantizer.nprobe = 1
+        index.faiss.write_index_binary(part.index, path)
+        loaded = index.BinaryIndex(index.faiss.read_index_binary(path))
+        loaded.tune(nprobe)
+        assert index.faiss.downcast_IndexBinary(
+            index.faiss.downcast_IndexBinary(loaded.index).quantizer).nprobe == index.coarse_nprobe(nprobe)
+    assert index.coarse_nprobe(index.HASH_NPROBE) > index.coarse_nprobe(index.FEATURE_NPROBE)
