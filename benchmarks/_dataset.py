@@ -19,6 +19,7 @@ the same:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -87,9 +88,11 @@ class Sources:
     def path(self, rel: str) -> Path:
         return self.root / rel
 
+    @functools.cached_property
     def fingerprint(self) -> str:
         """Changes when any file is added, removed or rewritten: names and contents, not mtimes,
-        so a fresh copy of the same photos (../shared is re-provisioned) reuses the caches."""
+        so a fresh copy of the same photos (../shared is re-provisioned) reuses the caches.
+        Read once (~1 s for the shared photos)."""
         h = hashlib.sha1(self.kind.encode())
         for rel in self.rels:
             h.update(rel.encode() + b"\0" + hashlib.sha1(self.path(rel).read_bytes()).digest())
@@ -370,7 +373,7 @@ def group_sources(sources: Sources, processes: int = 2, log=print) -> dict:
     Returns {"groups": [[rel, ...]], "orb_pairs": [[rel, rel, inliers]], "dhash_pairs": [...],
     "name_pairs": [...], "seconds": float}.
     """
-    key = _digest({"src": sources.fingerprint(), **_group_params()})
+    key = _digest({"src": sources.fingerprint, **_group_params()})
     cache = CACHE_DIR / f"groups-{key}.json"
     if cache.exists():
         return json.loads(cache.read_text())
@@ -901,7 +904,7 @@ def build_dataset(
     params = {
         "version": DATASET_VERSION,
         "sources": sources.kind,
-        "fingerprint": sources.fingerprint(),
+        "fingerprint": sources.fingerprint,
         "grouping": _group_params(),
         "seed": seed,
         "quick": quick,
