@@ -37,8 +37,8 @@ FEATURE_NPROBE = 1
 # Coarse lists of the two-level quantizer probed per code, at least: see `coarse_nprobe`.
 COARSE_NPROBE = 4
 # Training: codes sampled per list, and k-medians rounds. On speed.py's synthetic 10,000-image
-# feature catalog, three rounds took neighbour recall per probe from 0.54 (random centroids) to
-# 0.75, and kept it at 4 coarse probes instead of 8; more rounds added little.
+# feature catalog, three rounds took neighbour recall per probe from 0.56 (random centroids) to
+# 0.76 (benchmarks/SPEED.md), and kept it at 4 coarse probes instead of 8; more rounds added little.
 TRAIN_SAMPLE = 16
 TRAIN_ROUNDS = 3
 TRAIN_BLOCK = 1 << 16  # sample codes whose bits are unpacked at once
