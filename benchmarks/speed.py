@@ -44,8 +44,8 @@ import cv2
 import faiss
 import imagehash
 import numpy as np
-from PIL import Image
 import simplejpeg
+from PIL import Image
 
 import imguard
 from imguard import engine, features, fingerprint, hashing, index, load, scan

@@ -192,7 +192,7 @@ class QueryImage:
         `scale` is rounded up to a step of SHRINK_STEPS per octave: every reference asks for a
         slightly different one (thumbnails differ in shape), and the warp that follows takes up
         the few per cent left, too few to alias."""
-        scale = min(1.0, 2 ** (math.ceil(math.log2(max(scale, 1e-6)) * self.SHRINK_STEPS - 1e-9) / self.SHRINK_STEPS))
+        scale = _step_up(scale, self.SHRINK_STEPS)
         key = (mirrored, load.scaled_size(self.rgb.shape, scale))
         if key not in self._shrunk:
             if len(self._shrunk) >= self.CACHED:
@@ -200,6 +200,12 @@ class QueryImage:
             image, used = _shrunk(self.oriented(mirrored), scale)
             self._shrunk[key] = (_frozen(image), used)
         return self._shrunk[key]
+
+
+def _step_up(scale: float, steps: int) -> float:
+    """The smallest 2^(k/steps) at or above `scale` (a whole k), 1 at most."""
+    exponent = math.ceil(math.log2(max(scale, 1e-6)) * steps - 1e-9)  # 1e-9: float error is no step
+    return min(1.0, 2 ** (exponent / steps))
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:

@@ -128,9 +128,7 @@ def test_k_medians_step_moves_centroids_to_the_majority_of_their_codes():
     codes = cores[np.arange(400) % 2] ^ np.packbits(noise, axis=1)
     lonely = ~cores[0]  # 256 bits from the first core: nearer to nothing
     start = np.stack([codes[0], codes[1], lonely])  # two codes of the cores, and the lonely one
-    assigner = index.faiss.IndexBinaryFlat(256)
-    assigner.add(start)
-    moved = index.k_medians_step(codes, start, assigner)
+    moved = index.k_medians_step(codes, start, index._flat(start, 256))
     assert np.array_equal(moved[:2], cores) and not np.array_equal(start[:2], cores)
     assert np.array_equal(moved[2], lonely)
 
