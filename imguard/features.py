@@ -62,7 +62,7 @@ def features_and_mirror(grey: np.ndarray, n_features: int = N_FEATURES) -> tuple
         x = (round(width / scale) - 1 - kp.pt[0] / scale) * scale
         reflected.append(cv2.KeyPoint(x, kp.pt[1], kp.size, (180.0 - kp.angle) % 360.0, kp.response, kp.octave))
     if reflected:
-        reflected, mirror_descriptors = _orb(n_features).compute(np.ascontiguousarray(grey[:, ::-1]), reflected)
+        reflected, mirror_descriptors = _orb(n_features).compute(cv2.flip(grey, 1), reflected)
     else:
         mirror_descriptors = None
     return _as_arrays(keypoints, descriptors), _as_arrays(reflected, mirror_descriptors)

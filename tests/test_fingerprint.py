@@ -74,6 +74,24 @@ def test_trim_box_of_unpadded_photo_is_the_whole_image(fixtures):
     assert hashing.trim_box(decoded.rgb) == (0, 0, decoded.rgb.shape[1], decoded.rgb.shape[0])
 
 
+def test_border_helpers_agree_with_plain_numpy(fixtures):
+    """The trim's median colour and near-uniform test give plain numpy's answers, on a real
+    photo's rows and columns, odd and even counts, one colour or one per line."""
+    rgb = load.load(str(fixtures.catalog / "chelsea.jpg"), 128).rgb
+    # A white border whose lines hold 0 to 12 of the photo's pixels out of 100, and a grey
+    # level on each side of the tolerance: shares and distances on both sides of the limits.
+    border = np.full((13, 100, 3), 250, np.uint8)
+    for count in range(13):
+        border[count, :count] = rgb[count, :count]
+    border[:, -1] = 250 - hashing.TRIM_TOLERANCE - np.arange(13)[:, None] % 2
+    for lines in (rgb, rgb[:, :-1], rgb.transpose(1, 0, 2), rgb[::-1], border, border[:, 1:]):
+        for axis in (0, 1):
+            assert np.array_equal(hashing._median_colour(lines, axis), np.floor(np.median(lines, axis=axis)))
+        for colour in (hashing._median_colour(lines[0]), hashing._median_colour(lines, axis=1)[:, None, :]):
+            close = (np.abs(lines.astype(int) - colour).max(axis=-1) <= hashing.TRIM_TOLERANCE).mean(axis=1)
+            assert np.array_equal(hashing._near(lines, colour), close >= hashing.TRIM_SHARE)
+
+
 def test_trim_box_keeps_a_blank_picture():
     blank = np.full((120, 200, 3), 255, np.uint8)
     assert hashing.trim_box(blank) == (0, 0, 200, 120)

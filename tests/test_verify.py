@@ -82,6 +82,14 @@ def test_coverage_helpers_on_degenerate_input():
     assert verify.share_inside(points, square) == 0.5
 
 
+def test_a_query_image_mirror_is_the_picture_flipped_left_to_right(rocket):
+    _, _, query = rocket
+    kept = verify.QueryImage(query[5:, 3:])  # a view, not a contiguous array
+    assert kept.oriented(False) is kept.rgb
+    assert np.array_equal(kept.oriented(True), query[5:, 3:][:, ::-1])
+    assert kept.oriented(True) is kept.oriented(True) and not kept.oriented(True).flags.writeable
+
+
 def test_near_scales_share_one_shrunk_copy_that_keeps_the_detail_asked_for(rocket):
     """References ask for slightly different shrinks of a query (thumbnails differ in shape):
     those within one step share one copy, which is never smaller than asked."""
