@@ -75,21 +75,30 @@ def test_trim_box_of_unpadded_photo_is_the_whole_image(fixtures):
 
 
 def test_border_helpers_agree_with_plain_numpy(fixtures):
-    """The trim's median colour and near-uniform test give plain numpy's answers, on a real
-    photo's rows and columns, odd and even counts, one colour or one per line."""
+    """The trim's median colour and near-uniform tests give plain numpy's answers, on a real
+    photo's rows and columns, odd and even counts, one colour or one per line, colours near
+    the ends of the range."""
     rgb = load.load(str(fixtures.catalog / "chelsea.jpg"), 128).rgb
-    # A white border whose lines hold 0 to 12 of the photo's pixels out of 100, and a grey
-    # level on each side of the tolerance: shares and distances on both sides of the limits.
-    border = np.full((13, 100, 3), 250, np.uint8)
-    for count in range(13):
-        border[count, :count] = rgb[count, :count]
-    border[:, -1] = 250 - hashing.TRIM_TOLERANCE - np.arange(13)[:, None] % 2
+    # A grey border whose lines hold 0 to 12 of the photo's pixels out of 100, and one grey just
+    # inside or just outside the tolerance, above or below: both sides of both limits.
+    border = np.full((52, 100, 3), 200, np.uint8)
+    offsets = (-hashing.TRIM_TOLERANCE, -hashing.TRIM_TOLERANCE - 1, hashing.TRIM_TOLERANCE, hashing.TRIM_TOLERANCE + 1)
+    for line in range(52):
+        count = line % 13
+        border[line, :count] = rgb[count, :count]
+        border[line, -1] = 200 + offsets[line // 13]
+
+    def near(lines, colour):
+        close = (np.abs(lines.astype(int) - colour).max(axis=-1) <= hashing.TRIM_TOLERANCE).mean(axis=1)
+        return close >= hashing.TRIM_SHARE
+
     for lines in (rgb, rgb[:, :-1], rgb.transpose(1, 0, 2), rgb[::-1], border, border[:, 1:]):
         for axis in (0, 1):
             assert np.array_equal(hashing._median_colour(lines, axis), np.floor(np.median(lines, axis=axis)))
-        for colour in (hashing._median_colour(lines[0]), hashing._median_colour(lines, axis=1)[:, None, :]):
-            close = (np.abs(lines.astype(int) - colour).max(axis=-1) <= hashing.TRIM_TOLERANCE).mean(axis=1)
-            assert np.array_equal(hashing._near(lines, colour), close >= hashing.TRIM_SHARE)
+        per_line = hashing._median_colour(lines, axis=1)[:, None, :]
+        assert np.array_equal(hashing._near_each(lines, per_line), near(lines, per_line))
+        for colour in (hashing._median_colour(lines[0]), np.array([5, 250, 0]), np.array([250, 250, 250])):
+            assert np.array_equal(hashing._within(lines, *hashing._tolerance(colour)), near(lines, colour))
 
 
 def test_trim_box_keeps_a_blank_picture():
