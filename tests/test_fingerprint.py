@@ -194,6 +194,9 @@ def test_hamming():
     assert hashing.hamming(b"\x00" * 8, b"\xff" * 8) == 64
     assert hashing.hamming(b"\x0f" * 8, b"\x0f" * 8) == 0
     assert hashing.hamming(b"\x01" + b"\x00" * 7, b"\x00" * 8) == 1
+    assert hashing.hamming(b"\x80" + b"\x00" * 30 + b"\x01", b"\x00" * 32) == 2  # a descriptor's length
+    with pytest.raises(ValueError):
+        hashing.hamming(b"\x00" * 8, b"\x00" * 7)
 
 
 def test_hashes_are_imagehash_bit_for_bit(fixtures):
