@@ -33,7 +33,7 @@ def _detect(grey: np.ndarray, n_features: int) -> tuple[list[cv2.KeyPoint], np.n
 def _as_arrays(keypoints, descriptors) -> tuple[np.ndarray, np.ndarray]:
     if descriptors is None or not keypoints:
         return np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8)
-    points = cv2.KeyPoint_convert(keypoints)  # N×2 float32, 40x faster than a list of kp.pt
+    points = cv2.KeyPoint.convert(keypoints)  # N×2 float32, 40x faster than a list of kp.pt
     return points, np.ascontiguousarray(descriptors, dtype=np.uint8)
 
 
@@ -56,13 +56,13 @@ def features_and_mirror(grey: np.ndarray, n_features: int = N_FEATURES) -> tuple
     """
     keypoints, descriptors = _detect(grey, n_features)
     width = grey.shape[1]
-    edges: dict[int, tuple[float, int]] = {}  # octave -> its scale, its last column
+    levels: dict[int, tuple[float, int]] = {}  # octave -> its scale, the last column at that level
     reflected = []
     for kp in keypoints:
-        if kp.octave not in edges:
+        if kp.octave not in levels:
             scale = SCALE_FACTOR ** kp.octave
-            edges[kp.octave] = (scale, round(width / scale) - 1)
-        scale, edge = edges[kp.octave]
+            levels[kp.octave] = (scale, round(width / scale) - 1)
+        scale, edge = levels[kp.octave]
         x, y = kp.pt
         angle = (180.0 - kp.angle) % 360.0
         reflected.append(cv2.KeyPoint((edge - x / scale) * scale, y, kp.size, angle, kp.response, kp.octave))

@@ -94,10 +94,10 @@ def _uniform_lines(lines: np.ndarray) -> int:
     """Number of leading lines (axis 0 of `lines`: line, pixel, channel) that are near-uniform
     and close in colour to the first line. Looked at in growing chunks from the edge: most
     pictures stop within the first."""
-    low, high = _tolerance(_median_colour(lines[0]))
+    low, high = _tolerance_range(_median_colour(lines[0]))
     start, chunk = 0, 8
     while start < len(lines):
-        uniform = _within(lines[start:start + chunk], low, high)
+        uniform = _in_range(lines[start:start + chunk], low, high)
         if not uniform.all():
             return start + int(np.argmin(uniform))
         start, chunk = start + chunk, chunk * 2
@@ -193,14 +193,14 @@ def _median_colour(pixels: np.ndarray, axis: int = 0) -> np.ndarray:
     return upper if count % 2 else (ordered.take(count // 2 - 1, axis=axis) + upper) // 2
 
 
-def _tolerance(colour: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _tolerance_range(colour: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The per-channel range within TRIM_TOLERANCE of `colour`, as OpenCV scalars."""
     values = colour.tolist()
     return (tuple(float(max(0, c - TRIM_TOLERANCE)) for c in values),
             tuple(float(min(255, c + TRIM_TOLERANCE)) for c in values))
 
 
-def _within(lines: np.ndarray, low: tuple[float, ...], high: tuple[float, ...]) -> np.ndarray:
+def _in_range(lines: np.ndarray, low: tuple[float, ...], high: tuple[float, ...]) -> np.ndarray:
     """Per line: are TRIM_SHARE of its pixels within `low`..`high` in every channel? One colour
     for all lines, TRIM_TOLERANCE around it: `_near_each`'s test, 1.5-4x faster in OpenCV."""
     inside = cv2.inRange(lines, low, high)
@@ -209,8 +209,10 @@ def _within(lines: np.ndarray, low: tuple[float, ...], high: tuple[float, ...]) 
 
 
 def _near_each(lines: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """Per line: are TRIM_SHARE of its pixels within TRIM_TOLERANCE of its colour (int16) in
-    every channel? (Channel by channel: numpy's reductions over a last axis of 3 are slow.)"""
+    """Per line: are TRIM_SHARE of its pixels within TRIM_TOLERANCE of its colour in every
+    channel? `colours` must be int16, as `_median_colour` gives: uint8 pixels minus int16 is
+    int16, where uint8 minus uint8 would wrap. (Channel by channel: numpy's reductions over a
+    last axis of 3 are slow.)"""
     d = np.abs(lines - colours)
     distance = np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2])
     return np.count_nonzero(distance <= TRIM_TOLERANCE, axis=1) / lines.shape[1] >= TRIM_SHARE
@@ -252,7 +254,7 @@ def phash_bits(small: np.ndarray) -> np.ndarray:
     """imagehash.phash on a 32x32 greyscale array (bit for bit, tested), without scipy."""
     dct = _DCT32 @ small.astype(np.float64) @ _DCT32.T
     low = dct[:8, :8]
-    ordered = np.sort(low, axis=None)
+    ordered = np.sort(low, axis=None)  # 64 values: the median is the mean of the middle two
     return low > (ordered[31] + ordered[32]) / 2  # np.median's value, 10x faster
 
 
@@ -284,7 +286,7 @@ def global_hashes(grey: np.ndarray) -> dict[str, bytes]:
 
 
 def hamming(a: bytes, b: bytes) -> int:
-    """Number of differing bits between two packed hashes of equal length."""
+    """Number of differing bits between two packed hashes of equal length (ValueError if not)."""
     if len(a) != len(b):
         raise ValueError(f"hashes of {len(a)} and {len(b)} bytes")
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_count()

@@ -92,13 +92,16 @@ def test_border_helpers_agree_with_plain_numpy(fixtures):
         close = (np.abs(lines.astype(int) - colour).max(axis=-1) <= hashing.TRIM_TOLERANCE).mean(axis=1)
         return close >= hashing.TRIM_SHARE
 
-    for lines in (rgb, rgb[:, :-1], rgb.transpose(1, 0, 2), rgb[::-1], border, border[:, 1:]):
+    # Lines near colours at the ends of the range, where the tolerance is clipped to 0..255.
+    steps = np.arange(-16, 17)[:, None, None]
+    saturated = np.clip(np.array([5, 250, 0]) + steps * np.ones((1, 9, 3), int), 0, 255).astype(np.uint8)
+    for lines in (rgb, rgb[:, :-1], rgb.transpose(1, 0, 2), rgb[::-1], border, border[:, 1:], saturated):
         for axis in (0, 1):
             assert np.array_equal(hashing._median_colour(lines, axis), np.floor(np.median(lines, axis=axis)))
         per_line = hashing._median_colour(lines, axis=1)[:, None, :]
         assert np.array_equal(hashing._near_each(lines, per_line), near(lines, per_line))
         for colour in (hashing._median_colour(lines[0]), np.array([5, 250, 0]), np.array([250, 250, 250])):
-            assert np.array_equal(hashing._within(lines, *hashing._tolerance(colour)), near(lines, colour))
+            assert np.array_equal(hashing._in_range(lines, *hashing._tolerance_range(colour)), near(lines, colour))
 
 
 def test_trim_box_keeps_a_blank_picture():
@@ -228,3 +231,16 @@ def test_mirror_features_equal_features_detected_on_the_mirror(fixtures):
         close = ((points[nearest] - point) ** 2).sum() < 0.01
         same += int(close and np.array_equal(descriptor, descriptors[nearest]))
     assert same >= 0.95 * len(m_points)
+
+
+def test_feature_arrays_are_the_keypoints_and_descriptors_orb_found(fixtures):
+    """Positions as x, y in the order ORB gave them; a picture without corners gives empty
+    arrays of the same shapes, in both orientations."""
+    grey = fingerprint.canonical_view(load.load(str(fixtures.catalog / "coffee.jpg"), features.FEATURE_SIDE)).grey
+    keypoints, descriptors = features._detect(grey, features.N_FEATURES)
+    points, codes = features.orb_features(grey)
+    assert points.dtype == np.float32 and np.array_equal(points, np.array([kp.pt for kp in keypoints], np.float32))
+    assert np.array_equal(codes, descriptors)
+    for part in features.features_and_mirror(np.full((64, 64), 128, np.uint8)):
+        assert part[0].shape == (0, 2) and part[0].dtype == np.float32
+        assert part[1].shape == (0, features.DESCRIPTOR_BYTES) and part[1].dtype == np.uint8
