@@ -367,11 +367,10 @@ def rate(method: Method, paths: list[str], jobs: int) -> float:
 
 
 def throughput(rows: list[Method], paths: list[str], job_counts: list[int], repeat: int,
-               log: Callable[[str], None]) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, list[float]]]]:
-    """Images/s per method key and job count (an empty dict for a method that is not available):
-    the best of `repeat` rounds, each round timing every method once, so that a burst of load on
-    this shared machine slows one round of every method rather than every run of one. Also
-    every round's figure, for the spread."""
+               log: Callable[[str], None]) -> dict[str, dict[int, list[float]]]:
+    """Images/s of every round, per method key and job count (an empty dict for a method that is
+    not available): `repeat` rounds, each timing every method once, so that a burst of load on
+    this shared machine slows one round of every method rather than every run of one."""
     rounds: dict[str, dict[int, list[float]]] = {m.key: {} for m in rows}
     for round_ in range(1, repeat + 1):
         for method in rows:
@@ -381,8 +380,12 @@ def throughput(rows: list[Method], paths: list[str], job_counts: list[int], repe
                 value = rate(method, paths, jobs)
                 rounds[method.key].setdefault(jobs, []).append(value)
                 log(f"  round {round_}: {method.name[:60]:60s} jobs={jobs}: {value:7.1f} images/s")
-    rates = {key: {jobs: max(values) for jobs, values in per_jobs.items()} for key, per_jobs in rounds.items()}
-    return rates, rounds
+    return rounds
+
+
+def best(rounds: dict[str, dict[int, list[float]]]) -> dict[str, dict[int, float]]:
+    """The best round of each method and job count: the figure the tables and targets use."""
+    return {key: {jobs: max(values) for jobs, values in per_jobs.items()} for key, per_jobs in rounds.items()}
 
 
 def spread_note(rows: list[Method], rounds: dict[str, dict[int, list[float]]]) -> str:
@@ -860,14 +863,15 @@ def main(argv: list[str] | None = None) -> None:
         rows = methods(scan_bench)
         full_size = corpus.full_size
         log(f"throughput, full-size JPEG ({len(full_size)} files):")
-        rates, rounds = throughput(rows, full_size, job_counts, args.repeat, log)
+        rounds = throughput(rows, full_size, job_counts, args.repeat, log)
+        rates = best(rounds)
         scan_stats = dict(scan_bench.stats)
         log(f"throughput, every JPEG ({len(corpus.jpegs)} files):")
-        all_rates, _ = throughput(rows, corpus.jpegs, job_counts, args.repeat, log)
+        all_rates = best(throughput(rows, corpus.jpegs, job_counts, args.repeat, log))
         all_scan_stats = dict(scan_bench.stats)
         png_rows = [m for m in rows if m.png]
         log("throughput, PNG:")
-        png_rates = throughput(png_rows, corpus.pngs, [1], args.repeat, log)[0] if corpus.pngs else {}
+        png_rates = best(throughput(png_rows, corpus.pngs, [1], args.repeat, log)) if corpus.pngs else {}
         log("hashes of reduced decodes against full decodes")
         agreement = hash_agreement(full_size)
         log("real pHashes and ORB descriptors of the photos")

@@ -29,14 +29,15 @@ FEATURE_EXACT_LIMIT = 50_000
 LIST_SIZE = 384
 # Lists probed per query code. Descriptors vote in bulk (hundreds per image), so a descriptor
 # whose neighbour lies in an unprobed list costs little: one probe finds about three quarters of
-# the neighbours at 10,000 images (benchmarks/SPEED.md), and detection with that many lists stays
-# within 0.1 point of recall of exact search (RESULTS.md). A hash has no such redundancy: it
-# probes more.
+# the neighbours at 10,000 images (benchmarks/SPEED.md), and detection with the lists of a
+# 10,000-image catalog stays within 0.2 points of recall of exact search (RESULTS.md). A hash has
+# no such redundancy: it probes more.
 HASH_NPROBE = 32
 FEATURE_NPROBE = 1
 # Coarse lists of the two-level quantizer probed per code, at least: see `coarse_nprobe`.
 COARSE_NPROBE = 4
-# Training: codes sampled per list, and k-medians rounds. On speed.py's synthetic 10,000-image
+# Training: codes sampled per list (about: the sample is sized before nlist is rounded to a
+# power of two), and k-medians rounds. On speed.py's synthetic 10,000-image
 # feature catalog, three rounds took neighbour recall per probe from 0.56 (random centroids) to
 # 0.76 (benchmarks/SPEED.md), and kept it at 4 coarse probes instead of 8; more rounds added little.
 TRAIN_SAMPLE = 16
@@ -110,7 +111,8 @@ class BinaryIndex:
 
     def tune(self, nprobe: int) -> None:
         """Set the lists probed per query, and the coarse lists its quantizer probes to find them
-        (an IVF index; a flat one has nothing to tune). FAISS saves both in the file."""
+        (an IVF index; a flat one has nothing to tune). `CatalogIndex.load` tunes every index it
+        reads, so the probes never depend on what a file holds."""
         index = faiss.downcast_IndexBinary(self.index)
         if isinstance(index, faiss.IndexBinaryIVF):
             index.nprobe = nprobe
@@ -139,8 +141,9 @@ def new_binary(bits: int, size: int, sample: np.ndarray, *, exact_limit: int, np
     ivf.own_fields = True
     quantizer.this.disown()
     ivf.is_trained = True
-    ivf.nprobe = nprobe
-    return BinaryIndex(ivf)
+    part = BinaryIndex(ivf)
+    part.tune(nprobe)
+    return part
 
 
 def k_medians(codes: np.ndarray, centroids: np.ndarray,
@@ -155,7 +158,7 @@ def k_medians(codes: np.ndarray, centroids: np.ndarray,
 def k_medians_step(codes: np.ndarray, centroids: np.ndarray, assigner: faiss.IndexBinary) -> np.ndarray:
     """One Lloyd round in Hamming space: each centroid moves to the bitwise majority of the codes
     nearest to it (`assigner` holds `centroids`), the point nearest to all of them in sum. A
-    centroid no code chose (or a code no probed list held) stays. A round costs one search of
+    centroid no code chose stays; a code no probed list held moves nothing. A round costs one search of
     the codes, which the two-level quantizer keeps at ~√lists comparisons a code for many lists."""
     _, nearest = assigner.search(codes, 1)
     nearest = nearest.ravel()
@@ -174,7 +177,7 @@ def k_medians_step(codes: np.ndarray, centroids: np.ndarray, assigner: faiss.Ind
     return np.where((members > 0)[:, None], moved, centroids)
 
 
-def _quantizer(centroids: np.ndarray, bits: int, nprobe: int = COARSE_NPROBE) -> faiss.IndexBinary:
+def _quantizer(centroids: np.ndarray, bits: int, nprobe: int) -> faiss.IndexBinary:
     """Finds a code's nearest lists. Flat while that is cheap; for many lists, itself an inverted
     file over the centroids (√nlist coarse lists, centred by k-medians of the centroids, probed
     `nprobe` at a time), so that assigning a code costs ~√nlist comparisons instead of nlist."""
@@ -184,7 +187,8 @@ def _quantizer(centroids: np.ndarray, bits: int, nprobe: int = COARSE_NPROBE) ->
     n_coarse = int(2 ** round(np.log2(np.sqrt(len(centroids)))))
     coarse_centroids = k_medians(centroids, centroids[np.linspace(0, len(centroids) - 1, n_coarse).astype(int)],
                                  lambda c: _flat(c, bits))
-    # A coarse list left empty would waste a probe, and four empty ones would find no list at all.
+    # A coarse list left empty would waste a probe, and as many empty ones as are probed would
+    # find no list at all.
     _, owner = _flat(coarse_centroids, bits).search(centroids, 1)
     coarse = _flat(coarse_centroids[np.unique(owner)], bits)
     quantizer = faiss.IndexBinaryIVF(coarse, bits, coarse.ntotal)

@@ -368,8 +368,7 @@ class Matcher:
             for image_id, count in (plain | mirror).most_common(VOTED_CANDIDATES):
                 if count < MIN_VOTES:
                     break
-                mirrors[image_id] = [m for m, own, other in ((False, plain, mirror), (True, mirror, plain))
-                                     if own[image_id] >= other[image_id]]
+                mirrors[image_id] = [m for m, votes in ((False, plain), (True, mirror)) if votes[image_id] == count]
             if picture is q.view:  # hash hits that verified in part: their alignment may be off
                 for image_id in q.hash_hits:
                     known = q.results.get(image_id)

@@ -172,7 +172,7 @@ def test_k_medians_step_is_the_same_block_by_block_and_skips_unassigned_codes(in
     assert np.array_equal(index.k_medians_step(codes, start, Unassigned()), half)
 
 
-def test_probes_are_set_by_size_and_kept_by_a_saved_index(tmp_path, indexed, monkeypatch):
+def test_probes_are_set_by_size_and_restored_by_tune_on_load(tmp_path, indexed, monkeypatch):
     """A two-level quantizer probes more coarse lists for a code that probes many lists (a
     hash) than for a descriptor, and `tune` sets both on a loaded index."""
     _, codes = _real_descriptors(indexed)
