@@ -795,7 +795,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per index experiment")
     # 5, not 3: the same method's rounds of one run differ by up to 30 % on this shared machine
-    # (SPEED.md's log), and a ratio of two bests needs each method to have had a quiet round.
+    # (SPEED.md's slowest–fastest line), and a ratio of two bests needs each method to have had a
+    # quiet round.
     parser.add_argument("--repeat", type=int, default=5, help="timed rounds per throughput figure (the best is kept)")
     # Internal: one index experiment in a subprocess (see run_child).
     for name, kind in (("--child", str), ("--child-result", str), ("--codes", str), ("--size", int),

@@ -37,9 +37,9 @@ FEATURE_NPROBE = 1
 # Coarse lists of the two-level quantizer probed per code, at least: see `coarse_nprobe`.
 COARSE_NPROBE = 4
 # Training: codes sampled per list (about: the sample is sized before nlist is rounded to a
-# power of two), and k-medians rounds. On speed.py's synthetic 10,000-image
-# feature catalog, three rounds took neighbour recall per probe from 0.56 (random centroids) to
-# 0.76 (benchmarks/SPEED.md), and kept it at 4 coarse probes instead of 8; more rounds added little.
+# power of two), and k-medians rounds. On speed.py's synthetic 10,000-image feature catalog,
+# three rounds took neighbour recall per probe from 0.56 (random centroids) to 0.76
+# (benchmarks/SPEED.md), and kept it at 4 coarse probes instead of 8; more rounds added little.
 TRAIN_SAMPLE = 16
 TRAIN_ROUNDS = 3
 TRAIN_BLOCK = 1 << 16  # sample codes whose bits are unpacked at once
@@ -158,8 +158,9 @@ def k_medians(codes: np.ndarray, centroids: np.ndarray,
 def k_medians_step(codes: np.ndarray, centroids: np.ndarray, assigner: faiss.IndexBinary) -> np.ndarray:
     """One Lloyd round in Hamming space: each centroid moves to the bitwise majority of the codes
     nearest to it (`assigner` holds `centroids`), the point nearest to all of them in sum. A
-    centroid no code chose stays; a code no probed list held moves nothing. A round costs one search of
-    the codes, which the two-level quantizer keeps at ~√lists comparisons a code for many lists."""
+    centroid no code chose stays; a code no probed list held moves nothing. A round costs one
+    search of the codes, which the two-level quantizer keeps at ~√lists comparisons a code for
+    many lists."""
     _, nearest = assigner.search(codes, 1)
     nearest = nearest.ravel()
     members = np.bincount(nearest[nearest >= 0], minlength=len(centroids))
