@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import pytest
 
 import imguard
 from imguard import catalog as catalog_module
+from imguard import engine
 from imguard.index import CatalogIndex
 
 from conftest import ROOT, by_query
@@ -157,6 +159,37 @@ def test_persistence_across_processes(fixtures, tmp_path):
         os.path.join("queries", "chelsea__jpeg40.jpg"): os.path.join("images", "chelsea.jpg"),
         os.path.join("queries", "astronaut__mirror.jpg"): os.path.join("images", "astronaut.png"),
     }
+
+
+def test_a_killed_index_run_keeps_its_commits_and_a_rerun_picks_up(fixtures, catalog_copy, tmp_path):
+    """SIGKILL in the middle of `add`, after its first chunk was committed: the store keeps that
+    chunk, and the next run fingerprints only the rest."""
+    images = tmp_path / "sets"
+    for k in range(5):  # more than two chunks of files (engine.CHUNK each)
+        shutil.copytree(catalog_copy, images / f"set{k}")
+    n = 5 * len(fixtures.catalog_names)
+    assert n > 2 * engine.CHUNK
+    code = f"""
+        import os, signal, imguard
+        done = 0
+        def progress(k):  # called after each chunk is committed
+            global done
+            done += k
+            if done >= {engine.CHUNK}:
+                os.kill(os.getpid(), signal.SIGKILL)
+        imguard.Catalog.open("guard").add("sets", jobs=1, progress=progress)
+        """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    killed = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=env, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    with imguard.Catalog.open(tmp_path / "guard", create=False) as cat:
+        kept = len(cat)
+        assert engine.CHUNK <= kept < n
+        rerun = cat.add(images, jobs=1)
+        assert (rerun.unchanged, rerun.added, rerun.updated) == (kept, n - kept, 0) and not rerun.errors
+        assert len(cat) == n
+        found = list(cat.scan(fixtures.competitor("chelsea__jpeg40.jpg"), jobs=1))
+        assert found and {base(m.reference) for m in found} == {"chelsea.jpg"}
 
 
 def test_missing_index_files_are_rebuilt(fixtures, catalog_copy, tmp_path):
