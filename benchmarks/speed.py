@@ -13,7 +13,7 @@ Why it is built this way:
 - "One core" is one job, pinned to one CPU (sched_setaffinity) with FAISS at one thread, so that
   OpenCV, FAISS or numpy threads cannot hide in the one-job figure; "all cores" is one job per CPU.
 - The index experiments (hash search over 1M codes, local-feature search over 10k/100k images)
-  run each in a fresh subprocess: every peak-memory figure (ru_maxrss) is then that index's own.
+  run each in a fresh subprocess: every peak-memory figure (VmHWM) is then that index's own.
   Their codes are synthesised from the real pHashes and ORB descriptors of the photos (random bit
   flips), because real collections of that size are not at hand and purely random codes are the
   easy case for exact search and the hard case for an inverted file.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
 import math
 import multiprocessing
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +68,7 @@ FEATURE_SEARCH_ROUNDS = 3  # passes over the feature queries: the best is kept, 
 FULL_SIZE_SIDE = 1000  # a "full-size" product JPEG: marketplaces ask >= 1000 px on the long side for zoom
 HASH_RADIUS = scan.HASH_RADIUS  # a hash hit worth a check in scan.py: recall is measured there
 HASH_K = scan.HASH_K
+DEDUP_RADIUS = 10  # imagededup's default max_distance_threshold
 GB = 1024**3
 HEADROOM = GB  # interpreter, FAISS temporaries: memory an index experiment needs beyond its arrays
 
@@ -81,12 +84,13 @@ class Sizes:
     feature_queries: int  # query images per feature catalog
     flat_queries: int  # query images for the slow exact (flat) feature search
     flat_max_images: int  # no exact feature search above this catalog size: minutes per query
+    dedup_codes: int  # imagededup's find_duplicates, all pairs (O(n²): ~20 min at 100k on 2 cores)
 
 
-FULL = Sizes(None, None, 1_000_000, 10_000, 200, (10_000, 100_000), 32, 2, 10_000)
+FULL = Sizes(None, None, 1_000_000, 10_000, 200, (10_000, 100_000), 32, 2, 10_000, 100_000)
 # Small enough for a check in a few minutes; the larger feature catalog still crosses
 # index.FEATURE_EXACT_LIMIT, so that the IVF path runs.
-QUICK = Sizes(100, 20, 100_000, 10_000, 100, (100, 800), 16, 2, 10_000)
+QUICK = Sizes(100, 20, 100_000, 10_000, 100, (100, 800), 16, 2, 10_000, 5_000)
 
 
 # ================================================================================================
@@ -315,11 +319,9 @@ def per_file(fn: Callable[[str], object]) -> Callable[[list[str], int], None]:
 
 
 def methods(scan_bench: ScanBench) -> list[Method]:
-    try:
-        import imagededup  # noqa: F401  (pulls torch: only if it is there already)
-
+    if importlib.util.find_spec("imagededup"):  # not imported here: it pulls torch (the warm-up does)
         dedup = Method("dedup", "imagededup `PHash.encode_images`", imagededup_run)
-    except ImportError:
+    else:
         dedup = Method("dedup", "imagededup `PHash.encode_images`", None, "not installed")
     return [
         Method("plain", "plain loop `imagehash.phash(Image.open(p))`", per_file(plain_phash), "baseline", png=True),
@@ -442,6 +444,13 @@ def flip_bits(rng: np.random.Generator, codes: np.ndarray, p: float, chunk: int 
 
 
 def peak_rss_gb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: a child's ru_maxrss starts at its
+    parent's peak (Linux carries it over the fork and exec), so the parent's imports would count."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / GB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB  # KiB on Linux
 
 
@@ -493,13 +502,45 @@ def search_seconds(part: index.BinaryIndex, queries: np.ndarray, k: int, threads
     return distances, seconds
 
 
+def hash_catalog(rng: np.random.Generator, hashes: np.ndarray, size: int) -> np.ndarray:
+    """`size` catalog pHashes: the real ones in turn, every bit flipped with p = 1/4."""
+    return flip_bits(rng, hashes[np.arange(size) % len(hashes)].copy(), 1 / 4)
+
+
+def dedup_experiment(real: dict, size: int) -> dict:
+    """Every pair within DEDUP_RADIUS bits among `size` catalog pHashes (the hash experiment's
+    first rows), as imagededup's `find_duplicates` finds them (all pairs, its default Cython brute
+    force, one worker per CPU) and as imguard's hash index finds them (FAISS range search, one
+    thread per CPU). The pair counts must agree: both are exact."""
+    try:
+        from imagededup.methods import PHash
+    except ImportError:
+        return {"skipped": "imagededup not installed (it pulls torch: `pip install -e \".[bench-dedup]\"`)"}
+    codes = hash_catalog(np.random.default_rng(1), real["hashes"], size)
+    threads = os.cpu_count() or 1
+    encodings = {str(i): code.tobytes().hex() for i, code in enumerate(codes)}
+    with warnings.catch_warnings():  # it warns that encoding workers are unused: the codes are given
+        warnings.simplefilter("ignore")
+        found, dedup_s = timed(lambda: PHash(verbose=False).find_duplicates(
+            encoding_map=encodings, max_distance_threshold=DEDUP_RADIUS, num_dist_workers=threads))
+    dedup_pairs = sum(len(v) for v in found.values()) // 2  # each pair is listed under both images
+    part = index.build_binary(np.arange(size), codes, exact_limit=index.HASH_EXACT_LIMIT, nprobe=index.HASH_NPROBE)
+    faiss.omp_set_num_threads(threads)
+    # range_search on binary codes is strict (<): r + 1 gives d <= r. Each image finds itself too.
+    (lims, _, _), ours_s = timed(lambda: part.index.range_search(codes, DEDUP_RADIUS + 1))
+    ours_pairs = (int(lims[-1]) - size) // 2
+    assert ours_pairs == dedup_pairs, f"imagededup found {dedup_pairs} pairs, imguard's index {ours_pairs}"
+    return {"size": size, "threads": threads, "pairs": ours_pairs, "dedup_s": dedup_s, "imguard_s": ours_s,
+            "kind": kind_of(part)}
+
+
 def hash_experiment(real: dict, size: int, n_queries: int, numpy_queries: int) -> dict:
     """1M (or `size`) catalog pHashes against 10k queries: imguard's index, the other FAISS kind,
     and the NumPy brute force. Catalog rows: real pHashes with every bit flipped with p = 1/4
     (16 bits on average); queries: real pHashes with p = 1/16 (copies, 4 bits)."""
     rng = np.random.default_rng(1)
     hashes = real["hashes"]
-    catalog = flip_bits(rng, hashes[np.arange(size) % len(hashes)].copy(), 1 / 4)
+    catalog = hash_catalog(rng, hashes, size)
     queries = flip_bits(rng, hashes[rng.integers(0, len(hashes), n_queries)].copy(), 1 / 16)
     owners = np.arange(size)
     threads = os.cpu_count() or 1
@@ -629,6 +670,8 @@ def child_main(args: argparse.Namespace) -> None:
     real = dict(np.load(args.codes))
     if args.child == "hash":
         out = hash_experiment(real, args.size, args.queries, args.numpy_queries)
+    elif args.child == "dedup":
+        out = dedup_experiment(real, args.size)
     else:
         out = feature_experiment(real, args.size, args.queries, args.flat_queries, args.flat_max_images)
     Path(args.child_result).write_text(json.dumps(out))
@@ -700,6 +743,16 @@ def hash_section(h: dict) -> str:
         lines.append([label, r["kind"], fmt(r["build_s"], 2), fmt(r.get("all_threads_s"), 2), one, recall])
     return table(["search", "index", "build s", f"{h['threads']} threads, s", "1 thread, s",
                   f"recall at ≤ {HASH_RADIUS} bits"], lines, "llrrrr")
+
+
+def dedup_section(d: dict) -> str:
+    if "pairs" not in d:
+        return f"Not measured: {d.get('error') or d['skipped']}."
+    lines = [["imagededup `PHash.find_duplicates` (Cython brute force, every pair)", fmt(d["dedup_s"], 2)],
+             [f"imguard's hash index ({d['kind']}, FAISS range search)", fmt(d["imguard_s"], 2)]]
+    return (table(["search", f"{d['threads']} workers / threads, s"], lines, "lr") + "\n\n"
+            f"The first {d['size']:,} codes of the hash-search catalog above. Both found the same "
+            f"{d['pairs']:,} pairs (checked in the run): imguard is {d['dedup_s'] / d['imguard_s']:,.0f}× faster.")
 
 
 def feature_section(results: list[dict]) -> str:
@@ -810,11 +863,14 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def index_experiments(sizes: Sizes, codes: Path, timeout: float, mean_descriptors: int) -> tuple[dict, list[dict]]:
+def index_experiments(sizes: Sizes, codes: Path, timeout: float,
+                      mean_descriptors: int) -> tuple[dict, dict, list[dict]]:
     common = ["--codes", str(codes)]
     log(f"hash search: {sizes.hash_codes:,} codes × {sizes.hash_queries:,} queries")
     h = run_child([*common, "--child", "hash", "--size", str(sizes.hash_codes), "--queries", str(sizes.hash_queries),
                    "--numpy-queries", str(sizes.numpy_queries)], timeout)
+    log(f"all pairs within {DEDUP_RADIUS} bits among {sizes.dedup_codes:,} codes: imagededup and imguard")
+    dedup = run_child([*common, "--child", "dedup", "--size", str(sizes.dedup_codes)], timeout)
     feats = []
     for n in sizes.feature_catalogs:
         n_codes = n * mean_descriptors
@@ -830,7 +886,7 @@ def index_experiments(sizes: Sizes, codes: Path, timeout: float, mean_descriptor
                             "--flat-queries", str(sizes.flat_queries), "--flat-max-images",
                             str(sizes.flat_max_images)], timeout)
         feats.append({"images": n, "bound_gb": need / GB, **result})
-    return h, feats
+    return h, dedup, feats
 
 
 def _available_bytes() -> int | None:
@@ -879,7 +935,7 @@ def main(argv: list[str] | None = None) -> None:
         codes = workdir / "codes.npz"
         real = save_real_codes(corpus.jpegs + corpus.pngs, codes, job_counts[-1])
         load_mid = os.getloadavg()
-        h, feats = index_experiments(sizes, codes, args.timeout, real["mean_descriptors"])
+        h, dedup, feats = index_experiments(sizes, codes, args.timeout, real["mean_descriptors"])
     load_end = os.getloadavg()
 
     command = " ".join(["python", *[a if " " not in a else repr(a) for a in sys.argv]])
@@ -942,6 +998,10 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Peak RSS of the process that built imguard's hash index: {fmt(h.get('peak_rss_gb'), 2)} GB "
         f"(before the build: {fmt(h.get('rss_before_gb'), 2)} GB).",
+        "",
+        f"### Every pair within {DEDUP_RADIUS} bits among {sizes.dedup_codes:,} catalog codes (imagededup's `find_duplicates`)",
+        "",
+        dedup_section(dedup),
         "",
         "## Local-feature search (ORB, 256-bit descriptors), k = " + str(scan.VOTE_K),
         "",
