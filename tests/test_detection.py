@@ -1,5 +1,5 @@
 """Finding copies: every edit family of the fixtures is found, with the right source first, and
-unrelated photos are not; explanations say what the copy did."""
+unrelated photos and look-alikes are not; explanations say what the copy did."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import os
 import pytest
 
 import imguard
-from make_fixtures import COPIES, ROTATION, UNRELATED, competitor_name
+from make_fixtures import COPIES, LOOK_ALIKES, ROTATION, UNRELATED, competitor_name, look_alike_name
 
 from conftest import by_query
 
 COPY_NAMES = [competitor_name(source, family, ext) for source, family, ext in COPIES]
 UNRELATED_NAMES = [f"unrelated__{os.path.splitext(source)[0]}.{ext}" for source, ext in UNRELATED]
+LOOK_ALIKE_NAMES = [look_alike_name(source, ext) for source, _, ext in LOOK_ALIKES]
 
 
 def base(path: str) -> str:
@@ -35,7 +36,7 @@ def close(box, expected, width: int, height: int, share: float) -> bool:
 
 
 def test_fixture_names_are_what_the_tests_expect(fixtures):
-    assert set(COPY_NAMES) | set(UNRELATED_NAMES) == set(fixtures.expected)
+    assert set(COPY_NAMES) | set(UNRELATED_NAMES) | set(LOOK_ALIKE_NAMES) == set(fixtures.expected)
     assert sorted(os.listdir(fixtures.competitors)) == sorted(fixtures.expected)
 
 
@@ -51,7 +52,7 @@ def test_copy_is_found_with_its_source_first(fixtures, default_scan, name):
     assert matches[0].reference_sha256 and matches[0].query_sha256
 
 
-@pytest.mark.parametrize("name", UNRELATED_NAMES)
+@pytest.mark.parametrize("name", UNRELATED_NAMES + LOOK_ALIKE_NAMES)
 def test_unrelated_photo_has_no_match(default_scan, name):
     matches = by_query(default_scan).get(name, [])
     assert not matches, [(base(m.reference), m.score, m.matched_by) for m in matches]
@@ -66,12 +67,26 @@ def test_byte_identical_copy(fixtures, default_scan):
     assert not others, "only the byte-identical copy may match by sha256"
 
 
-def test_mirrored_copy_is_explained_as_mirrored(default_scan):
-    match = best(default_scan, "astronaut__mirror.jpg")
-    assert match.explanation.mirrored is True
+def test_mirrored_copies_are_explained_as_mirrored(fixtures, default_scan):
+    mirrored = {"astronaut__mirror.jpg", "chelsea__combined.jpg"}
+    assert mirrored == {n for n in COPY_NAMES if fixtures.params[n]["family"] == "mirror"
+                        or fixtures.params[n].get("mirrored")}
     for name in COPY_NAMES:
-        if "mirror" not in name:
-            assert best(default_scan, name).explanation.mirrored is False, name
+        assert best(default_scan, name).explanation.mirrored is (name in mirrored), name
+
+
+def test_a_look_alike_that_fools_hashes_and_ransac_is_rejected(fixtures, indexed):
+    """The stereo twin of the catalog's motorcycle: a naive pHash match (a few bits apart) and
+    a RANSAC match (hundreds of consistent keypoints), yet a different photo. The dense check
+    of the aligned pair keeps its score under the default threshold."""
+    name = LOOK_ALIKE_NAMES[0]
+    resembles = fixtures.params[name]["resembles"]
+    candidates = list(indexed.scan(fixtures.competitor(name), threshold=0, jobs=1))
+    twin = [m for m in candidates if base(m.reference) == resembles]
+    assert twin, [(base(m.reference), m.score) for m in candidates]
+    assert twin[0].distances["phash"] <= 10  # what a naive pHash check would report
+    assert twin[0].explanation.inliers >= 50  # what RANSAC alone would accept
+    assert max(m.score for m in candidates) < imguard.DEFAULT_THRESHOLD
 
 
 def test_rotated_copy_reports_the_rotation(default_scan):
@@ -85,7 +100,8 @@ def test_rotated_copy_reports_the_rotation(default_scan):
         assert abs(best(default_scan, name).explanation.rotation) <= 1.5, name
 
 
-@pytest.mark.parametrize("name", ["coffee__crop90.jpg", "ihc__crop90.png", "motorcycle__crop_half.jpg"])
+@pytest.mark.parametrize("name", ["coffee__crop90.jpg", "ihc__crop90.png", "motorcycle__crop_half.jpg",
+                                  "chelsea__combined.jpg"])
 def test_crop_reference_region_covers_the_kept_part(fixtures, default_scan, name):
     match = best(default_scan, name)
     kept = fixtures.params[name]["reference_region"]
