@@ -12,8 +12,9 @@ Why it is built this way:
   much as several JPEGs and would blur the JPEG figures.
 - "One core" is one job, pinned to one CPU (sched_setaffinity) with FAISS at one thread, so that
   OpenCV, FAISS or numpy threads cannot hide in the one-job figure; "all cores" is one job per CPU.
-- The index experiments (hash search over 1M codes, local-feature search over 10k/100k images)
-  run each in a fresh subprocess: every peak-memory figure (VmHWM) is then that index's own.
+- The index experiments (hash search over 1M codes, every near pair among 100k codes against
+  imagededup's find_duplicates, local-feature search over 10k/100k images) run each in a fresh
+  subprocess: every peak-memory figure (VmHWM) is then that index's own.
   Their codes are synthesised from the real pHashes and ORB descriptors of the photos (random bit
   flips), because real collections of that size are not at hand and purely random codes are the
   easy case for exact search and the hard case for an inverted file.
@@ -451,7 +452,8 @@ def peak_rss_gb() -> float:
         for line in status.read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024 / GB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB  # KiB on Linux
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / GB
 
 
 def rss_gb() -> float:
@@ -525,6 +527,7 @@ def dedup_experiment(real: dict, size: int) -> dict:
             encoding_map=encodings, max_distance_threshold=DEDUP_RADIUS, num_dist_workers=threads))
     dedup_pairs = sum(len(v) for v in found.values()) // 2  # each pair is listed under both images
     part = index.build_binary(np.arange(size), codes, exact_limit=index.HASH_EXACT_LIMIT, nprobe=index.HASH_NPROBE)
+    assert not is_ivf(part), f"{size:,} codes: above HASH_EXACT_LIMIT the index is approximate, the counts may differ"
     faiss.omp_set_num_threads(threads)
     # range_search on binary codes is strict (<): r + 1 gives d <= r. Each image finds itself too.
     (lims, _, _), ours_s = timed(lambda: part.index.range_search(codes, DEDUP_RADIUS + 1))
