@@ -122,11 +122,15 @@ def test_errors_while_indexing_are_collected(fixtures, tmp_path):
 # -- persistence and the derived indexes ------------------------------------------------------------
 
 
-def run_python(code: str, cwd: Path) -> str:
+def python(code: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter that imports this checkout's imguard."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env, timeout=300, **kwargs)
+
+
+def run_python(code: str, cwd: Path) -> str:
+    done = python(code, cwd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -179,9 +183,7 @@ def test_a_killed_index_run_keeps_its_commits_and_a_rerun_picks_up(fixtures, cat
                 os.kill(os.getpid(), signal.SIGKILL)
         imguard.Catalog.open("guard").add("sets", jobs=1, progress=progress)
         """
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    killed = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=env, timeout=300)
-    assert killed.returncode == -signal.SIGKILL
+    assert python(code, tmp_path).returncode == -signal.SIGKILL
     with imguard.Catalog.open(tmp_path / "guard", create=False) as cat:
         kept = len(cat)
         assert kept == engine.CHUNK  # the first chunk, committed before the kill
