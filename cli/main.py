@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 import imguard
 from imguard import report
-from imguard.sources import is_remote
+from imguard.fetch import is_remote
 
 EXIT_CODES = """Exit codes: 0 run completed (matches or not); 1 --fail-on-match and a match was found,
 or --strict and a file could not be read; 2 bad usage, missing catalog or unreadable folder."""

@@ -8,10 +8,11 @@
 """
 
 from ._version import __version__
-from .catalog import Catalog, IndexResult, ScanRun, read_manifest
+from .catalog import Catalog, IndexResult, ScanRun
 from .errors import CatalogError, DependencyError, ImageError, ImguardError, ManifestError, SourceError
 from .fingerprint import Fingerprint, fingerprint_file
-from .scan import DEFAULT_THRESHOLD, Explanation, Match, ScanError
+from .scan import DEFAULT_THRESHOLD, Evidence, Explanation, Match, ScanError
+from .sources import Record, iter_records, read_manifest
 
 __all__ = [
     "__version__",
@@ -19,6 +20,7 @@ __all__ = [
     "CatalogError",
     "DEFAULT_THRESHOLD",
     "DependencyError",
+    "Evidence",
     "Explanation",
     "Fingerprint",
     "ImageError",
@@ -26,9 +28,11 @@ __all__ = [
     "IndexResult",
     "ManifestError",
     "Match",
+    "Record",
     "ScanError",
     "ScanRun",
     "SourceError",
     "fingerprint_file",
+    "iter_records",
     "read_manifest",
 ]

@@ -6,7 +6,6 @@ Every CLI command is a thin call of a method here (`index` → `Catalog.add`, `s
 
 from __future__ import annotations
 
-import csv
 import functools
 import os
 import time
@@ -14,11 +13,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import engine, load, scan
-from .errors import CatalogError, ManifestError
+from . import engine, scan
+from .errors import CatalogError
 from .fingerprint import FINGERPRINT_VERSION, Fingerprint, fingerprint_file
 from .index import CatalogIndex
 from .scan import Match, Matcher, ScanError
+from .sources import Record, iter_records, read_manifest
 from .store import FileState, Store
 
 PathLike = str | os.PathLike[str]
@@ -82,8 +82,8 @@ def _fingerprint_chunk(_: None, items: list[tuple[str, str, float]]) -> list[tup
     return out
 
 
-def _match_chunk(matcher: Matcher, paths: list[str]) -> list[scan.Outcome]:
-    return matcher.match_chunk(paths)
+def _match_chunk(matcher: Matcher, records: list[Record]) -> list[scan.Outcome]:
+    return matcher.match_chunk(records)
 
 
 class Catalog:
@@ -119,18 +119,26 @@ class Catalog:
             jobs: int | None = None, progress: Progress | None = None) -> IndexResult:
         """Index image files and folders (recursively). Only new or changed files are
         fingerprinted; `prune` drops entries whose files are gone; `manifest` is a CSV of
-        metadata (columns: path, and any of sku, asin, url, title)."""
+        metadata (columns: path, and any of sku, asin, listing_url, title; others are kept).
+        Manifest rows that name no readable file, or no file among `sources`, are errors."""
         start = time.perf_counter()
         result = IndexResult()
-        metadata = read_manifest(manifest) if manifest is not None else {}
-        known = self.store.file_states()
-        seen: set[str] = set()
 
         def unreadable(path: str, reason: str) -> None:
             result.errors.append(ScanError(path, reason))
 
+        metadata = {}
+        if manifest is not None:
+            # its rows may name files under the manifest's folder, or under the folders indexed
+            roots = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+            rows = read_manifest(manifest, on_error=unreadable, allowed_roots=roots, local_only=True)
+            metadata = {os.path.abspath(r.location): r.metadata for r in rows}
+        known = self.store.file_states()
+        seen: set[str] = set()
+
         def todo() -> Iterator[tuple[str, str, float]]:
-            for path in load.iter_sources(sources, on_error=unreadable):
+            for record in iter_records(sources, remote=False, on_error=unreadable):
+                path = record.location
                 abspath = os.path.abspath(path)
                 seen.add(abspath)
                 try:
@@ -163,7 +171,9 @@ class Catalog:
             if progress:
                 progress(len(chunk))
         for abspath, meta in metadata.items():
-            if abspath in seen and abspath in known:
+            if abspath not in seen:
+                unreadable(os.fspath(manifest), f"{abspath}: in the manifest, but not among the files indexed")
+            elif abspath in known:
                 self.store.set_metadata(abspath, meta)
         if prune:
             result.removed = self.store.delete(_gone(known))
@@ -225,13 +235,12 @@ class Catalog:
         run_chunks = _runner(engine, jobs, scheduler)
         matcher = self.matcher(threshold=threshold, top=top)
 
-        unreadable: list[scan.Outcome] = []  # folders the walk could not list, reported as errors
+        unreadable: list[scan.Outcome] = []  # folders and manifest rows that could not be read
 
         def outcomes() -> Iterator[scan.Outcome]:
-            paths = load.iter_sources(sources, remote=True,
-                                      on_error=lambda path, reason: unreadable.append(
-                                          scan.Outcome(path, error=ScanError(path, reason), folder=True)))
-            for chunk in run_chunks(_match_chunk, matcher, paths):
+            records = iter_records(sources, on_error=lambda path, reason: unreadable.append(
+                scan.Outcome(Record(path), error=ScanError(path, reason), folder=True)))
+            for chunk in run_chunks(_match_chunk, matcher, records):
                 if progress:
                     progress(len(chunk))
                 yield from chunk
@@ -258,28 +267,3 @@ def _runner(kind: str, jobs: int | None, scheduler: Any) -> Callable[..., Iterat
 def _gone(states: dict[str, FileState]) -> list[int]:
     """Ids of catalog entries whose files no longer exist."""
     return [state.id for path, state in states.items() if not os.path.exists(path)]
-
-
-def read_manifest(manifest: PathLike) -> dict[str, dict[str, str]]:
-    """Read a CSV manifest: a `path` column (relative to the manifest's folder, or absolute)
-    plus metadata columns (sku, asin, url, title, or any other). Keys: absolute paths."""
-    manifest = os.fspath(manifest)
-    try:
-        with open(manifest, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = [c.strip().lower() for c in (reader.fieldnames or [])]
-            if "path" not in columns:
-                raise ManifestError(f"{manifest}: no 'path' column (columns: {', '.join(columns) or 'none'})")
-            base = os.path.dirname(manifest)
-            out: dict[str, dict[str, str]] = {}
-            for line, row in enumerate(reader, start=2):
-                clean = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
-                path = clean.pop("path")
-                if not path:
-                    raise ManifestError(f"{manifest}:{line}: empty path")
-                out[os.path.abspath(os.path.join(base, path))] = {k: v for k, v in clean.items() if v}
-            return out
-    except OSError as exc:
-        raise ManifestError(f"{manifest}: cannot read manifest ({exc.strerror})") from exc
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{manifest}: not a readable CSV ({exc})") from exc

@@ -1,4 +1,5 @@
-"""Files → images: walk folders and decode image files into small, normalised RGB pictures.
+"""Files → images: read image files (local, or downloaded) and decode them into small, normalised
+RGB pictures.
 
 Decoding is the cost of the whole pipeline, so the decoder is asked for no more pixels than the
 fingerprints need (JPEG DCT scaling at the scale `Image.draft` picks, integer `reduce` for other
@@ -18,19 +19,18 @@ import os
 import stat
 import struct
 import warnings
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ImageError, SourceError
+from . import fetch
+from .errors import ImageError
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"}
-)
+# Bytes read of one local file at most: a marketplace photo is a few MB; more is not a product
+# photo, and reading it whole would cost memory (the same limit as a download's).
+MAX_FILE_BYTES = fetch.DEFAULT_MAX_BYTES
 
 # EXIF orientations 5–8 swap width and height.
 _SWAPS_AXES = {5, 6, 7, 8}
@@ -48,92 +48,37 @@ class Decoded:
     nbytes: int
 
 
-def is_image_name(name: str) -> bool:
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
-
-
-OnError = Callable[[str, str], None]  # (path, reason) of something the walk could not read
-
-
-def iter_image_files(source: str | os.PathLike[str], on_error: OnError | None = None) -> Iterator[str]:
-    """Yield image paths under `source` (a file or a folder, walked recursively).
-
-    Paths keep the form the user gave (a relative folder gives relative paths). Hidden files and
-    folders and non-image suffixes are skipped; a folder reached twice (symlink loop) is walked once.
-    Entries stream in directory order: nothing holds the whole listing. An unreadable `source`
-    raises SourceError; an unreadable folder inside it goes to `on_error` and the walk goes on.
-    """
-    root = os.fspath(source)
-    try:
-        st = os.stat(root)
-    except OSError as exc:
-        raise SourceError(f"{root}: cannot read ({exc.strerror or exc})") from exc
-    if not stat.S_ISDIR(st.st_mode):
-        yield root
-        return
-    seen: set[tuple[int, int]] = set()
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            key = os.stat(folder)
-            if (key.st_dev, key.st_ino) in seen:
-                continue
-            seen.add((key.st_dev, key.st_ino))
-            entries = os.scandir(folder)
-        except OSError as exc:
-            if folder == root:
-                raise SourceError(f"{root}: cannot read folder ({exc.strerror or exc})") from exc
-            if on_error is not None:
-                on_error(folder, f"cannot read folder ({exc.strerror or exc})")
-            continue
-        subfolders = []
-        with entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                try:
-                    if entry.is_dir():
-                        subfolders.append(entry.path)
-                    elif entry.is_file() and is_image_name(entry.name):
-                        yield entry.path
-                except OSError:
-                    continue
-        stack.extend(reversed(subfolders))
-
-
-def iter_sources(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
-                 remote: bool = False, on_error: OnError | None = None) -> Iterator[str]:
-    """Image paths of one source or of several (files and folders mixed); unreadable folders
-    inside them go to `on_error` (see `iter_image_files`).
-
-    With `remote=True` (scans), URLs (http(s)://, s3://, gs://...) and CSV manifests are expanded
-    by `imguard.sources` (extra `imguard[remote]`) into image URLs or paths.
-    """
-    if isinstance(sources, (str, os.PathLike)):
-        sources = [sources]
-    for source in sources:
-        if remote:
-            from . import sources as remote_sources  # lazy: it imports this module
-
-            if remote_sources.handles(source):
-                yield from remote_sources.iter_remote_source(source)
-                continue
-        yield from iter_image_files(source, on_error)
-
-
-def read_bytes(path: str | os.PathLike[str]) -> bytes:
+def read_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -> tuple[bytes, float]:
+    """The bytes of one local file and its modification time. Regular files only: a FIFO, a
+    device or a socket is never read (it could block forever or never end), and a file over
+    `max_bytes` is refused rather than read into memory. Raises ImageError naming the file."""
     path = os.fspath(path)
-    if "://" in path:
-        from . import sources  # lazy: it imports this module
-
-        if sources.is_remote(path):
-            return sources.fetch_one(path)  # raises ImageError(url, reason)
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        # O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
-        raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from exc
+        raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(path, "not a regular file (a device, FIFO or socket is never read)")
+        if st.st_size > max_bytes:
+            raise ImageError(path, f"too large: {st.st_size} bytes, over the limit of {max_bytes} bytes")
+        try:
+            data = handle.read(max_bytes + 1)
+        except OSError as exc:
+            raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:  # grew while being read
+        raise ImageError(path, f"too large: over the limit of {max_bytes} bytes")
+    return data, st.st_mtime
+
+
+def read_bytes(location: str | os.PathLike[str]) -> bytes:
+    """The bytes of a local file or of a URL (downloaded through the cache, see `fetch`)."""
+    location = os.fspath(location)
+    if fetch.is_remote(location):
+        return fetch.fetch_one(location).data  # raises ImageError(url, reason)
+    return read_file(location)[0]
 
 
 # A JPEG draft may stop this much short of the side asked for: the 1000 px and 2000 px photos

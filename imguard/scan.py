@@ -15,7 +15,7 @@ Per chunk of query files (one unit of parallel work):
 
 from __future__ import annotations
 
-import dataclasses
+import datetime
 import math
 import os
 import shutil
@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from . import features, fingerprint, hashing, load, sources, verify
+from . import features, fetch, fingerprint, hashing, load, verify
+from ._version import __version__
 from .errors import ImageError
 from .index import CatalogIndex
+from .sources import Record
 from .store import Reference, Store
 
 # Scores at or above this are reported. benchmarks/RESULTS.md's FPR <= 0.1 % cut-off moved between
@@ -74,6 +76,28 @@ class Explanation:
     structure: float  # share of the region's textured blocks that agree, [0, 1]
     colour: float  # colour agreement over the region, [0, 1]
     coverage: float = 0.0  # share of the query's textured area that the copied region accounts for
+    # The copied region's outline in the query, its pixels: the four corners of the reference
+    # region, mapped (top-left, top-right, bottom-right, bottom-left of the reference): a rotated
+    # or skewed copy is outlined where it is, not by a box around it.
+    query_outline: tuple[tuple[float, float], ...] = ()
+    # The fitted map from reference pixels to query pixels, 2×3 affine (rows), mirror included.
+    transform: tuple[tuple[float, float, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What makes a match checkable later, by the seller or a marketplace: both files' identity
+    and size, when each was seen, and what found the match."""
+
+    query_sha256: str
+    reference_sha256: str
+    query_size: tuple[int, int]  # pixels (width, height), after EXIF orientation
+    reference_size: tuple[int, int]
+    captured_at: str | None = None  # ISO 8601: when the competitor image was captured
+    captured_from: str | None = None  # where that time comes from: "manifest", "download", "file mtime"
+    reference_indexed_at: str | None = None  # when imguard first indexed the own image (None: unknown)
+    imguard_version: str = __version__
+    threshold: float = 0.0  # the scan's threshold
 
 
 @dataclass(frozen=True)
@@ -86,13 +110,19 @@ class Match:
     distance: int  # smallest Hamming distance of pHash/dHash, either orientation (of 64 bits)
     distances: dict[str, int]
     explanation: Explanation
+    evidence: Evidence
+    query_metadata: dict[str, str] = field(default_factory=dict)  # listing, asin, title, seller, ...
     reference_metadata: dict[str, str] = field(default_factory=dict)
-    query_sha256: str = ""
-    reference_sha256: str = ""
+    kind: str = "copy"  # "copy": the reference, edited; "partial": they share a region only
 
     @property
     def matched_by(self) -> str:
         return self.explanation.matched_by
+
+    @property
+    def listing(self) -> str:
+        """The competitor listing the query image belongs to (see `sources.Record`)."""
+        return self.query_metadata.get("listing", "")
 
 
 @dataclass(frozen=True)
@@ -111,14 +141,19 @@ class ScanError:
 
 @dataclass
 class Outcome:
-    """The result of one query file: its matches, or the error that stopped it (or of a folder
-    in the sources that could not be listed: an error, and no query)."""
+    """The result of one query file: its matches, or the error that stopped it (or of something
+    in the sources that is no query, a folder that could not be listed or a manifest row that
+    names nothing: an error, and `folder`)."""
 
-    path: str
+    record: Record
     matches: list[Match] = field(default_factory=list)
     error: ScanError | None = None
     fast_path: bool = False
     folder: bool = False
+
+    @property
+    def path(self) -> str:
+        return self.record.location
 
 
 @dataclass(eq=False)
@@ -160,8 +195,9 @@ class _Picture:
 
 @dataclass(eq=False)
 class _Query:
-    path: str
+    record: Record
     data: bytes
+    captured: tuple[str | None, str | None]  # (ISO time, where it comes from): see Evidence
     fp: fingerprint.Fingerprint
     view: _Picture
     regions: list[_Picture]  # sub-pictures of a composite view (cut from the view)
@@ -169,6 +205,10 @@ class _Query:
     # catalog image id → the hash hits on it: (picture, mirrored, Hamming distance)
     hash_hits: dict[int, list[tuple[_Picture, bool, int]]] = field(default_factory=dict)
     _texture: np.ndarray | None = None
+
+    @property
+    def path(self) -> str:
+        return self.record.location
 
     @property
     def texture(self) -> np.ndarray:
@@ -252,30 +292,28 @@ class Matcher:
 
     # -- the pipeline -----------------------------------------------------------------------
 
-    def match_chunk(self, paths: list[str]) -> list[Outcome]:
-        """Match one chunk of query files; one outcome per path, in order. A file that fails,
+    def match_chunk(self, records: list[Record]) -> list[Outcome]:
+        """Match one chunk of query files; one outcome per record, in order. A file that fails,
         for whatever reason, becomes that file's error: it never stops the others."""
-        outcomes = [Outcome(p) for p in paths]
+        outcomes = [Outcome(r) for r in records]
         queries: list[tuple[Outcome, _Query]] = []
-        fetched = sources.fetch_remote(paths)  # the URLs among paths, downloaded concurrently; {} if none
+        # the URLs among the records, downloaded concurrently; {} if none
+        fetched = fetch.fetch_remote([r.location for r in records])
         for outcome in outcomes:
-            path = outcome.path
             try:
-                data = fetched[path] if path in fetched else load.read_bytes(path)
-                if isinstance(data, ImageError):
-                    raise data
-                queries.append((outcome, _query(path, data)))
+                queries.append((outcome, _query(outcome.record, *_read(outcome.record, fetched))))
             except Exception as exc:
-                outcome.error = ScanError.of(path, exc)
+                outcome.error = ScanError.of(outcome.path, exc)
         try:
             self._match_queries(queries)
         except Exception:
-            if len(queries) <= 1:
-                raise
             for one in queries:  # find the file that breaks the batch; the others still match
+                one[1].results.clear()
+                one[1].hash_hits.clear()
                 try:
                     self._match_queries([one])
                 except Exception as exc:
+                    one[0].matches = []
                     one[0].error = ScanError(one[1].path, f"matching failed ({type(exc).__name__}: {exc})")
         return outcomes
 
@@ -302,8 +340,10 @@ class Matcher:
             for image_id in self.store.ids_with_sha256(q.fp.sha256):
                 ref = self.reference(image_id)
                 full = (0, 0, ref.width, ref.height)
+                sx, sy = q.fp.width / ref.width, q.fp.height / ref.height
                 explanation = Explanation("sha256", 1.0, 0.0, False, 0, full, (0, 0, q.fp.width, q.fp.height),
-                                          1.0, 1.0, 1.0)
+                                          1.0, 1.0, 1.0, _corners((0, 0, q.fp.width, q.fp.height)),
+                                          ((sx, 0.0, 0.0), (0.0, sy, 0.0)))
                 q.results[image_id] = self._match(q, ref, 1.0, explanation)
 
     def _hash_candidates(self, queries: list[_Query]) -> None:
@@ -443,10 +483,15 @@ class Matcher:
                       hashing.hamming(q.fp.hashes[f"{name}_mirror"], ref.hashes[name]))
             for name in ("phash", "dhash")
         }
+        evidence = Evidence(
+            query_sha256=q.fp.sha256, reference_sha256=ref.sha256, query_size=(q.fp.width, q.fp.height),
+            reference_size=(ref.width, ref.height), captured_at=q.captured[0], captured_from=q.captured[1],
+            reference_indexed_at=_iso(ref.indexed_at), threshold=self.threshold,
+        )
         return Match(
             query=q.path, reference=ref.path, score=score, distance=min(distances.values()),
-            distances=distances, explanation=explanation, reference_metadata=dict(ref.metadata),
-            query_sha256=q.fp.sha256, reference_sha256=ref.sha256,
+            distances=distances, explanation=explanation, evidence=evidence,
+            query_metadata=dict(q.record.metadata), reference_metadata=dict(ref.metadata),
         )
 
 
@@ -466,8 +511,32 @@ def _votes(owners: np.ndarray) -> Counter[int]:
     return Counter(dict(zip(images.tolist(), counts.tolist())))
 
 
-def _query(path: str, data: bytes) -> _Query:
+def _read(record: Record, fetched: dict[str, fetch.Download | ImageError]) -> tuple[bytes, tuple[str | None, str | None]]:
+    """A query's bytes, and when it was captured: the manifest's `captured_at` when it gives one,
+    else the download time of a URL, else the file's modification time."""
+    download = fetched.get(record.location)
+    if isinstance(download, ImageError):
+        raise download
+    if download is not None:
+        data, captured = download.data, (_iso(download.fetched_at), "download")
+    else:
+        data, mtime = load.read_file(record.location)
+        captured = (_iso(mtime), "file mtime")
+    if record.metadata.get("captured_at"):
+        captured = (record.metadata["captured_at"], "manifest")
+    return data, captured
+
+
+def _iso(timestamp: float | None) -> str | None:
+    """Seconds since the epoch as ISO 8601, UTC, to the second."""
+    if timestamp is None:
+        return None
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _query(record: Record, data: bytes, captured: tuple[str | None, str | None]) -> _Query:
     """Decode a query file into its canonical view and the sub-pictures of a composite, hashed."""
+    path = record.location
     decoded = load.decode(data, path, features.FEATURE_SIDE)
     view = fingerprint.canonical_view(decoded)
     fp = fingerprint.fingerprint_view(view, decoded, with_features=False)
@@ -477,7 +546,7 @@ def _query(path: str, data: bytes) -> _Query:
     for box, crop, hashes in fingerprint.region_hashes(view):
         (x0, y0), (x1, y1) = (frame @ [box[0], box[1], 1])[:2], (frame @ [box[2], box[3], 1])[:2]
         regions.append(_Picture(crop, (round(x0), round(y0), round(x1), round(y1)), hashes))
-    return _Query(path, data, fp, picture, regions)
+    return _Query(record, data, captured, fp, picture, regions)
 
 
 def _fine_regions(q: _Query) -> list[_Picture]:
@@ -541,7 +610,7 @@ def _better(a: Match, b: Match, *, before: bool) -> bool:
 
 
 def _same_file(a: Match, b: Match) -> bool:
-    return bool(a.reference_sha256) and a.reference_sha256 == b.reference_sha256
+    return a.evidence.reference_sha256 == b.evidence.reference_sha256
 
 
 def _shares_region(b: Match, a: Match) -> bool:
@@ -603,11 +672,14 @@ def _explain(q: _Query, picture: _Picture, ref: Reference, check: verify.DenseCh
     corners_query = picture_to_query @ ref_view_to_picture @ corners_view
     query_region = _bbox(corners_query, q.fp.width, q.fp.height)
     quad = (np.linalg.inv(q.view.frame) @ corners_query)[:2].T[[0, 1, 3, 2]]  # in view pixels, in order
+    outline = tuple((round(float(x), 1), round(float(y), 1)) for x, y in corners_query[:2].T[[0, 1, 3, 2]])
+    transform = (picture_to_query @ ref_view_to_picture @ ref_to_view)[:2]
     return Explanation(
         matched_by=method, scale=round(scale, 3), rotation=round(rotation, 1), mirrored=alignment.mirrored,
         inliers=alignment.inliers, reference_region=ref_region, query_region=query_region,
         structure=round(check.structure, 3), colour=round(check.colour, 3),
-        coverage=round(verify.share_inside(q.texture, quad), 3),
+        coverage=round(verify.share_inside(q.texture, quad), 3), query_outline=outline,
+        transform=tuple(tuple(round(float(v), 5) for v in row) for row in transform),
     )
 
 
@@ -619,6 +691,12 @@ def _unexplained(method: str, check: verify.DenseCheck | None = None) -> Explana
         return Explanation(method, 0.0, 0.0, False, 0, zero, zero, 0.0, 0.0, 0.0)
     return Explanation(method, 0.0, 0.0, check.alignment.mirrored, check.alignment.inliers, zero, zero,
                        round(check.structure, 3), round(check.colour, 3), 0.0)
+
+
+def _corners(box: tuple[int, int, int, int]) -> tuple[tuple[float, float], ...]:
+    """A box's four corners, clockwise from the top left (an outline)."""
+    x0, y0, x1, y1 = box
+    return ((float(x0), float(y0)), (float(x1), float(y0)), (float(x1), float(y1)), (float(x0), float(y1)))
 
 
 def _frame(box: tuple[int, int, int, int], view_size: tuple[int, int]) -> np.ndarray:

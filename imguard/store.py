@@ -24,16 +24,17 @@ from .errors import CatalogError
 from .fingerprint import FINGERPRINT_VERSION, Fingerprint
 
 # 2: images.fingerprint_version (a catalog fingerprinted by an older imguard is re-fingerprinted)
-SCHEMA_VERSION = 2
+# 3: images.first_indexed_at (evidence: since when the seller's image is known); image ids are
+#    never reused (AUTOINCREMENT): a pruned image's id never names another image
+SCHEMA_VERSION = 3
 DB_NAME = "catalog.sqlite"
 METADATA_FIELDS = ("sku", "asin", "url", "title")
 _FILE_COLUMNS = ("path", "abspath", "sha256", "nbytes", "mtime", "width", "height", "box_x0", "box_y0",
                  "box_x1", "box_y1", "view_w", "view_h", "phash", "dhash", "fingerprint_version", "added_at")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY,
+_IMAGES = """
+CREATE TABLE {name} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     path TEXT NOT NULL,              -- as the user gave it: what reports show
     abspath TEXT NOT NULL UNIQUE,    -- identity of the file across runs
     sha256 TEXT NOT NULL,
@@ -48,17 +49,54 @@ CREATE TABLE IF NOT EXISTS images (
     dhash BLOB NOT NULL,
     sku TEXT, asin TEXT, url TEXT, title TEXT,
     extra TEXT,                      -- other manifest columns, JSON
-    added_at REAL NOT NULL,
-    fingerprint_version INTEGER NOT NULL DEFAULT 1  -- fingerprint.FINGERPRINT_VERSION that made it
-);
-CREATE INDEX IF NOT EXISTS images_sha256 ON images(sha256);
-CREATE TABLE IF NOT EXISTS features (
+    added_at REAL NOT NULL,          -- when it was last fingerprinted
+    fingerprint_version INTEGER NOT NULL DEFAULT 1,  -- fingerprint.FINGERPRINT_VERSION that made it
+    first_indexed_at REAL            -- when it was first indexed (NULL: before schema 3, unknown)
+)"""
+
+_SCHEMA = [
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    _IMAGES.format(name="images"),
+    "CREATE INDEX images_sha256 ON images(sha256)",
+    """CREATE TABLE features (
     image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
     keypoints BLOB NOT NULL,         -- N×2 float32, canonical-view pixels
     descriptors BLOB NOT NULL,       -- N×32 uint8, ORB
     thumbnail BLOB NOT NULL          -- JPEG of the canonical view
-);
-"""
+)""",
+]
+
+# Migrations: the script that takes a store from version N to N + 1, each run as one transaction
+# (with foreign keys off: a table rebuilt must not cascade into its dependants). A store of any
+# older version is brought up step by step; tests/fixtures/stores holds one of each.
+_IMAGE_COLUMNS_2 = ("id", "path", "abspath", "sha256", "nbytes", "mtime", "width", "height", "box_x0", "box_y0",
+                    "box_x1", "box_y1", "view_w", "view_h", "phash", "dhash", "sku", "asin", "url", "title",
+                    "extra", "added_at", "fingerprint_version")
+_MIGRATIONS = {
+    # 1 → 2: every image of a version-1 store has version-1 fingerprints (the default)
+    1: ["ALTER TABLE images ADD COLUMN fingerprint_version INTEGER NOT NULL DEFAULT 1"],
+    # 2 → 3: the images table rebuilt with AUTOINCREMENT ids and first_indexed_at (unknown: NULL)
+    2: [_IMAGES.format(name="images_3"),
+        f"INSERT INTO images_3 ({', '.join(_IMAGE_COLUMNS_2)}) SELECT {', '.join(_IMAGE_COLUMNS_2)} FROM images",
+        "DROP TABLE images",
+        "ALTER TABLE images_3 RENAME TO images",
+        "CREATE INDEX images_sha256 ON images(sha256)"],
+}
+
+
+def _db_path(path: str) -> str | bytes:
+    """A path as the store keeps it: text, or its bytes when the file system's name is not valid
+    UTF-8 (a surrogate-escaped str, which SQLite cannot take as text): nothing is lost."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+
+
+def _path(value: str | bytes) -> str:
+    """A path column read back: the str the file system's calls take."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True)
@@ -74,6 +112,7 @@ class Reference:
     view_size: tuple[int, int]
     hashes: dict[str, bytes] = field(default_factory=dict, repr=False)
     metadata: dict[str, str] = field(default_factory=dict)
+    indexed_at: float | None = None  # when imguard first indexed it (None: before schema 3, unknown)
     keypoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32), repr=False)
     descriptors: np.ndarray = field(default_factory=lambda: np.zeros((0, 32), np.uint8), repr=False)
     thumbnail: bytes = field(default=b"", repr=False)
@@ -130,18 +169,44 @@ class Store:
     # -- schema -----------------------------------------------------------------------------
 
     def _migrate(self) -> None:
-        with self._db:
-            self._db.executescript(_SCHEMA)
-            version = self._meta("schema_version")
-            if version is None:
-                self._set_meta("schema_version", str(SCHEMA_VERSION))
-                self._set_meta("created_by", f"imguard {__version__}")
-                self._set_meta("generation", "0")
-                self._set_meta("catalog_id", uuid.uuid4().hex)
-            elif int(version) == 1:
-                # Every image of a version-1 store has version-1 fingerprints (the default).
-                self._db.execute("ALTER TABLE images ADD COLUMN fingerprint_version INTEGER NOT NULL DEFAULT 1")
-                self._set_meta("schema_version", "2")
+        """Create the schema in a new store, or bring an older one up to SCHEMA_VERSION: one
+        transaction per step, each taking the write lock first and looking at the version again
+        inside it (two processes may open an old store at once; the second finds it done)."""
+        while True:
+            self._db.execute("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction: set before
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                version = self._version_in_transaction()
+                if version is None:
+                    for statement in _SCHEMA:
+                        self._db.execute(statement)
+                    for key, value in (("schema_version", SCHEMA_VERSION), ("created_by", f"imguard {__version__}"),
+                                       ("generation", 0), ("catalog_id", uuid.uuid4().hex)):
+                        self._set_meta(key, str(value))
+                elif version < SCHEMA_VERSION:
+                    for statement in _MIGRATIONS[version]:
+                        self._db.execute(statement)
+                    self._set_meta("schema_version", str(version + 1))
+                self._db.commit()
+            except BaseException:
+                self._db.rollback()
+                raise
+            finally:
+                self._db.execute("PRAGMA foreign_keys=ON")
+            if version is not None and version + 1 >= SCHEMA_VERSION:
+                return
+
+    def _version_in_transaction(self) -> int | None:
+        """The schema version; None for a new, empty file; CatalogError for another database."""
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" not in tables:
+            if tables:
+                raise CatalogError(f"{self.path}: not an imguard catalog (other tables, no schema version)")
+            return None
+        version = self._meta("schema_version")
+        if version is None:
+            raise CatalogError(f"{self.path}: not an imguard catalog (no schema version)")
+        return int(version)
 
     def _check_version(self) -> None:
         version = self._meta("schema_version")
@@ -194,15 +259,18 @@ class Store:
         count = 0
         with self._db:
             for path, abspath, mtime, fp, metadata in rows:
-                values = (path, abspath, fp.sha256, fp.nbytes, mtime, fp.width, fp.height, *fp.box,
-                          *fp.view_size, fp.hashes["phash"], fp.hashes["dhash"], FINGERPRINT_VERSION, time.time())
+                now = time.time()
+                values = (_db_path(path), _db_path(abspath), fp.sha256, fp.nbytes, mtime, fp.width, fp.height,
+                          *fp.box, *fp.view_size, fp.hashes["phash"], fp.hashes["dhash"], FINGERPRINT_VERSION,
+                          now, now)
                 self._db.execute(
-                    f"INSERT INTO images({', '.join(_FILE_COLUMNS)}) VALUES ({', '.join('?' * len(_FILE_COLUMNS))})"
+                    f"INSERT INTO images({', '.join(_FILE_COLUMNS)}, first_indexed_at)"
+                    f" VALUES ({', '.join('?' * (len(_FILE_COLUMNS) + 1))})"
                     f" ON CONFLICT(abspath) DO UPDATE SET "
                     + ", ".join(f"{c} = excluded.{c}" for c in _FILE_COLUMNS if c != "abspath"),
                     values,
                 )
-                image_id = self._db.execute("SELECT id FROM images WHERE abspath = ?", (abspath,)).fetchone()[0]
+                image_id = self._db.execute("SELECT id FROM images WHERE abspath = ?", (values[1],)).fetchone()[0]
                 if metadata is not None:
                     self._write_metadata(image_id, metadata)
                 self._db.execute(
@@ -229,7 +297,7 @@ class Store:
 
     def set_metadata(self, abspath: str, metadata: dict[str, str]) -> bool:
         with self._db:
-            row = self._db.execute("SELECT id FROM images WHERE abspath = ?", (abspath,)).fetchone()
+            row = self._db.execute("SELECT id FROM images WHERE abspath = ?", (_db_path(abspath),)).fetchone()
             if row is not None:
                 self._write_metadata(row[0], metadata)
         return row is not None
@@ -265,14 +333,14 @@ class Store:
     def file_states(self) -> dict[str, FileState]:
         """abspath → what was indexed: the basis of incremental re-indexing and pruning."""
         return {
-            row[0]: FileState(*row[1:])
+            _path(row[0]): FileState(*row[1:])
             for row in self._db.execute("SELECT abspath, id, sha256, nbytes, mtime, fingerprint_version FROM images")
         }
 
     def outdated(self) -> list[str]:
         """Paths of images fingerprinted by an older imguard: their hashes do not compare with
         this version's, so they must be fingerprinted again before a scan."""
-        return [r[0] for r in self._db.execute(
+        return [_path(r[0]) for r in self._db.execute(
             "SELECT path FROM images WHERE fingerprint_version != ? ORDER BY id", (FINGERPRINT_VERSION,))]
 
     def ids_with_sha256(self, sha256: str) -> list[int]:
@@ -301,7 +369,7 @@ class Store:
     def reference(self, image_id: int, *, with_features: bool = True) -> Reference:
         row = self._db.execute(
             "SELECT id, path, sha256, width, height, box_x0, box_y0, box_x1, box_y1, view_w, view_h,"
-            " sku, asin, url, title, extra, phash, dhash FROM images WHERE id = ?",
+            " sku, asin, url, title, extra, phash, dhash, first_indexed_at FROM images WHERE id = ?",
             (image_id,),
         ).fetchone()
         if row is None:
@@ -320,9 +388,9 @@ class Store:
                 "thumbnail": thumbnail,
             }
         return Reference(
-            id=row[0], path=row[1], sha256=row[2], width=row[3], height=row[4],
+            id=row[0], path=_path(row[1]), sha256=row[2], width=row[3], height=row[4],
             box=tuple(row[5:9]), view_size=(row[9], row[10]), metadata=metadata,
-            hashes={"phash": row[16], "dhash": row[17]}, **extras,
+            hashes={"phash": row[16], "dhash": row[17]}, indexed_at=row[18], **extras,
         )
 
     def stats(self) -> dict[str, Any]:

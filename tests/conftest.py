@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -94,3 +95,20 @@ def by_query(matches: list[imguard.Match]) -> dict[str, list[imguard.Match]]:
     for m in matches:
         out.setdefault(os.path.basename(m.query), []).append(m)
     return out
+
+
+@pytest.fixture(scope="session")
+def script() -> Path:
+    """The installed `imguard` console script: the CLI as a user runs it."""
+    path = Path(sys.executable).parent / ("imguard.exe" if os.name == "nt" else "imguard")
+    if not path.exists():
+        pytest.skip(f"the imguard console script is not installed next to {sys.executable} (pip install -e .)")
+    return path
+
+
+def run_script(script: Path, cwd: Path, *args: str | bytes, text: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """Run the console script in `cwd` with wide, colourless output; `text=False` keeps stdout's
+    bytes as they were written."""
+    env = {**os.environ, "COLUMNS": "240", "NO_COLOR": "1"}
+    return subprocess.run([str(script), *args], cwd=cwd, env=env, capture_output=True, text=text, timeout=300,
+                          **kwargs)

@@ -36,7 +36,7 @@ def copy_competitor(fixtures, name: str, folder: Path) -> Path:
 
 def summary(matches):
     return [(m.query, m.reference, m.score, m.distance, m.distances, m.explanation, m.reference_metadata,
-             m.query_sha256, m.reference_sha256) for m in matches]
+             m.evidence, m.query_metadata, m.kind) for m in matches]
 
 
 # -- indexing --------------------------------------------------------------------------------------
@@ -407,33 +407,6 @@ def test_same_file_twice_in_one_scan(fixtures, indexed):
     matches = list(run)
     assert not run.errors and run.stats["queries"] == 2
     assert [base(m.reference) for m in matches if m.query == path] == ["rocket.jpg", "rocket.jpg"]
-
-
-def test_schema_1_store_is_migrated_and_refingerprinted(catalog_copy, tmp_path, fixtures):
-    """A store from before fingerprint versions (schema 1) opens, is migrated, refuses to scan
-    with its old fingerprints, and `add` fingerprints them again."""
-    import sqlite3
-
-    n = len(list(catalog_copy.iterdir()))
-    with imguard.Catalog.open(tmp_path / "guard") as cat:
-        cat.add(catalog_copy, jobs=1)
-    db = sqlite3.connect(tmp_path / "guard" / "catalog.sqlite")
-    with db:  # turn it into what imguard 0.1 wrote
-        db.execute("ALTER TABLE images DROP COLUMN fingerprint_version")
-        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    db.close()
-    from imguard.store import Store
-
-    with pytest.raises(imguard.CatalogError, match=r"older imguard \(schema 1\).*imguard index"):
-        Store.open(tmp_path / "guard", readonly=True)  # a read-only open cannot migrate
-    with imguard.Catalog.open(tmp_path / "guard") as cat:
-        assert cat.store.schema_version == 2
-        with pytest.raises(imguard.CatalogError, match=r"fingerprinted by an older imguard.*imguard index"):
-            cat.scan(fixtures.competitors, jobs=1)
-        again = cat.add(catalog_copy, jobs=1)
-        assert (again.added, again.updated, again.unchanged) == (0, n, 0)
-        assert cat.store.outdated() == []
-        assert any(m.matched_by == "sha256" for m in cat.scan(catalog_copy / "coffee.jpg", jobs=1))
 
 
 def test_inverted_file_indexes_find_the_copies_exact_search_finds(fixtures, catalog_copy, tmp_path, monkeypatch,

@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import IS_ROOT, ROOT_SKIP
+from conftest import IS_ROOT, ROOT_SKIP, run_script
 
 from imguard_cli.main import app
 
 COPIES = ["astronaut__exact.png", "chelsea__jpeg40.jpg", "coffee__png.png", "rocket__thumb300.jpg"]
 UNRELATED = ["unrelated__moon.png", "unrelated__coins.jpg"]
-MATCH_KEYS = {"query", "reference", "score", "distance", "distances", "matched_by", "explanation",
-              "reference_metadata", "query_sha256", "reference_sha256"}
+MATCH_KEYS = {"query", "reference", "score", "kind", "distance", "distances", "matched_by", "explanation",
+              "evidence", "query_metadata", "reference_metadata", "description"}
 EXPLANATION_KEYS = {"matched_by", "scale", "rotation", "mirrored", "inliers", "reference_region", "query_region",
-                    "structure", "colour", "coverage"}
+                    "structure", "colour", "coverage", "query_outline", "transform"}
 WIDE = {"COLUMNS": "240", "NO_COLOR": "1"}
 
 
@@ -262,17 +262,6 @@ def test_rebuild(cli, guard, workdir):
 # -- the installed console script -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def script() -> Path:
-    path = Path(sys.executable).parent / ("imguard.exe" if os.name == "nt" else "imguard")
-    if not path.exists():
-        pytest.skip(f"the imguard console script is not installed next to {sys.executable} (pip install -e .)")
-    return path
-
-
-def run_script(script: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **WIDE}
-    return subprocess.run([str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_console_script_index_and_scan(script, workdir, tmp_path, fixtures):
