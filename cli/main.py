@@ -48,6 +48,10 @@ class Format(str, Enum):
 DbOption = Annotated[
     Path, typer.Option("--db", help="Catalog folder (SQLite store + FAISS indexes).", envvar="IMGUARD_DB")
 ]
+ReportOption = Annotated[Optional[Path], typer.Option(
+    "--report", help="Also write the evidence report here: index.html, evidence PNGs, complaint drafts.")]
+TemplateOption = Annotated[Optional[Path], typer.Option(
+    "--complaint-template", help="Jinja2 text template replacing the default complaint draft.")]
 JobsOption = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes [default: all cores].")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
@@ -140,11 +144,14 @@ def scan(
     strict: Annotated[bool, typer.Option(help="Exit 1 when a file could not be read.")] = False,
     engine: Annotated[Engine, typer.Option(help="Where to run: local processes, or a Dask cluster.")] = Engine.local,
     scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address (with --engine dask).")] = None,
+    report_folder: ReportOption = None,
+    complaint_template: TemplateOption = None,
 ) -> None:
     """Look for your catalog images in competitor images; print the matches.
 
-    SOURCES are folders, image files, CSV manifests (a url or path column) or URLs
-    (http(s)://, s3://, gs:// folders or images; needs the `remote` extra)."""
+    SOURCES are folders (each image's listing is the name of its folder: competitors/<listing>/),
+    image files, CSV manifests (a url or path column, listing columns) or URLs (http(s)://,
+    s3://, gs:// folders or images; needs the `remote` extra)."""
     with _errors():
         for source in sources:
             if not is_remote(source) and not os.path.exists(source):
@@ -156,6 +163,9 @@ def scan(
             run = catalog.scan(sources, threshold=threshold, top=top, jobs=jobs, progress=progress,
                                engine=engine.value, scheduler=scheduler)
             matches = list(run)
+            written = None
+            if report_folder is not None:
+                written = catalog.write_report(run, report_folder, complaint_template=complaint_template)
     payload = report.scan_payload(matches, run.errors, run.stats)
     rows = [report.match_row(m) for m in report.sorted_matches(matches)]
     out = _out()
@@ -167,10 +177,34 @@ def scan(
         s = run.stats
         out.print(f"{s['queries']} images scanned, {s['matched_queries']} with a match, "
                   f"{s['errors']} unreadable, {s['seconds']:.1f} s", markup=False)
+    if written is not None:
+        _report_written(written, fmt)
     if strict and run.errors:
         raise typer.Exit(1)
     if fail_on_match and matches:
         raise typer.Exit(1)
+
+
+@app.command("report", epilog=EXIT_CODES)
+def report_command(
+    scan_json: Annotated[Path, typer.Argument(help="A saved `imguard scan --format json` output.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The report folder to write.")],
+    db: DbOption = Path("imguard-db"),
+    complaint_template: TemplateOption = None,
+) -> None:
+    """Write the evidence report of a saved scan: index.html to review in a browser, one
+    evidence PNG per pair, a complaint draft per infringing listing, matches.json and .csv."""
+    with _errors(), _open(db) as catalog:
+        matches, errors, stats = imguard.report.read_scan(str(scan_json))
+        written = catalog.write_report(matches, out, errors=errors, stats=stats, complaint_template=complaint_template)
+    _report_written(written, Format.table)
+
+
+def _report_written(written: imguard.evidence.ReportFolder, fmt: Format) -> None:
+    """Say where the report is: on stdout after a table, on stderr when stdout is JSON or CSV."""
+    console = _out() if fmt is Format.table else Console(file=sys.stderr, highlight=False)
+    console.print(f"report: {report.safe_text(written.index)} ({written.listings} listings, {written.pairs} pairs, "
+                  f"{written.complaints} complaint drafts)", markup=False)
 
 
 @app.command(epilog=EXIT_CODES)

@@ -7,6 +7,7 @@
         print(match.query, match.reference, match.score)
 """
 
+from . import evidence, report  # the report stage: `imguard.report.read_scan`, `imguard.evidence.write_report`
 from ._version import __version__
 from .catalog import Catalog, IndexResult, ScanRun
 from .errors import CatalogError, DependencyError, ImageError, ImguardError, ManifestError, SourceError
@@ -16,6 +17,8 @@ from .sources import Record, iter_records, read_manifest
 
 __all__ = [
     "__version__",
+    "evidence",
+    "report",
     "Catalog",
     "CatalogError",
     "DEFAULT_THRESHOLD",

@@ -1,7 +1,8 @@
 """The Catalog: a seller's own images, indexed; the one object most users need.
 
 Every CLI command is a thin call of a method here (`index` → `Catalog.add`, `scan` →
-`Catalog.scan`, `rebuild` → `Catalog.rebuild`, `stats` → `Catalog.stats`).
+`Catalog.scan`, `report` and `scan --report` → `Catalog.write_report`, `rebuild` →
+`Catalog.rebuild`, `stats` → `Catalog.stats`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import engine, scan
+from . import engine, evidence, scan
 from .errors import CatalogError
 from .fingerprint import FINGERPRINT_VERSION, Fingerprint, fingerprint_file
 from .index import CatalogIndex
@@ -51,12 +52,13 @@ class ScanRun:
 
     def __init__(self, outcomes: Iterator[scan.Outcome]) -> None:
         self._outcomes = outcomes
+        self.matches: list[Match] = []  # what the iteration gave so far
         self.errors: list[ScanError] = []
         self.stats: dict[str, Any] = {"queries": 0, "matched_queries": 0, "matches": 0, "errors": 0,
                                       "fast_path": 0, "seconds": 0.0}
 
     def __iter__(self) -> Iterator[Match]:
-        start = time.perf_counter()
+        start = time.perf_counter() - self.stats["seconds"]  # a second iteration goes on where it was
         for outcome in self._outcomes:
             self.stats["queries"] += not outcome.folder
             if outcome.error is not None:
@@ -67,6 +69,7 @@ class ScanRun:
             if outcome.matches:
                 self.stats["matched_queries"] += 1
                 self.stats["matches"] += len(outcome.matches)
+            self.matches.extend(outcome.matches)
             yield from outcome.matches
             self.stats["seconds"] = round(time.perf_counter() - start, 3)
         self.stats["seconds"] = round(time.perf_counter() - start, 3)
@@ -249,6 +252,24 @@ class Catalog:
             yield from unreadable
 
         return ScanRun(outcomes())
+
+
+    # -- reporting --------------------------------------------------------------------------
+
+    def write_report(self, matches: ScanRun | Iterable[Match], folder: PathLike, *,
+                     errors: Iterable[ScanError] = (), stats: dict[str, Any] | None = None,
+                     complaint_template: PathLike | None = None) -> evidence.ReportFolder:
+        """Write the evidence report of a scan into `folder`: index.html to review in a browser,
+        one evidence PNG per pair, a complaint draft per infringing listing, matches.json/.csv
+        (see `imguard.evidence`). `matches`: a ScanRun (run to its end; its errors and stats
+        come along) or matches read back with `imguard.report.read_scan`. Own images whose files
+        are gone are shown from the catalog's thumbnails."""
+        if isinstance(matches, ScanRun):
+            for _ in matches:
+                pass
+            errors, stats, matches = matches.errors, matches.stats, matches.matches
+        return evidence.write_report(matches, folder, errors=list(errors), stats=stats, store=self.store,
+                                     complaint_template=complaint_template)
 
 
 def _runner(kind: str, jobs: int | None, scheduler: Any) -> Callable[..., Iterator[list]]:

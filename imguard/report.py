@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .scan import Match, ScanError, rank_key
+from .errors import SourceError
+from .scan import Evidence, Explanation, Match, ScanError, rank_key
 
 FORMATS = ("table", "json", "csv")
 
@@ -40,6 +41,35 @@ def match_dict(match: Match) -> dict[str, Any]:
     data["matched_by"] = match.explanation.matched_by
     data["description"] = describe(match)
     return data
+
+
+def match_from_dict(data: dict[str, Any]) -> Match:
+    """The inverse of `match_dict`: a match read back from `scan --format json` output."""
+    explanation = dict(data["explanation"])
+    for key in ("reference_region", "query_region"):
+        explanation[key] = tuple(explanation[key])
+    explanation["query_outline"] = tuple(tuple(p) for p in explanation.get("query_outline", ()))
+    explanation["transform"] = tuple(tuple(r) for r in explanation.get("transform", ()))
+    evidence = dict(data["evidence"])
+    for key in ("query_size", "reference_size"):
+        evidence[key] = tuple(evidence[key])
+    fields = {f.name for f in dataclasses.fields(Match)} - {"explanation", "evidence"}
+    return Match(explanation=Explanation(**explanation), evidence=Evidence(**evidence),
+                 **{k: v for k, v in data.items() if k in fields})
+
+
+def read_scan(path: str) -> tuple[list[Match], list[ScanError], dict[str, Any]]:
+    """(matches, errors, stats) of a saved `imguard scan --format json` output."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        matches = [match_from_dict(m) for m in data["matches"]]
+        errors = [ScanError(e["path"], e["error"]) for e in data.get("errors", [])]
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SourceError(f"{path}: not the JSON output of `imguard scan --format json` ({exc!r})") from exc
+    return matches, errors, dict(data.get("stats", {}))
 
 
 def sorted_matches(matches: Sequence[Match]) -> list[Match]:
@@ -82,7 +112,7 @@ def describe(match: Match) -> str:
     """The explanation in words, built from the match's fields only (what the evidence shows):
     "mirrored, cropped to 62 % of the original, rotated 8° clockwise, pasted at 45 % of their
     picture; 104 matching keypoints, 93 % of the detail agrees"."""
-    e, v = match.explanation, match.evidence
+    e = match.explanation
     if e.matched_by == "sha256":
         return "identical file"
     edits = []
@@ -90,16 +120,14 @@ def describe(match: Match) -> str:
         edits.append("shares a region with the original, each has content the other lacks")
     if e.mirrored:
         edits.append("mirrored")
-    kept = _area(e.reference_region) / max(1, v.reference_size[0] * v.reference_size[1])
-    if 0 < kept < 0.95:
-        edits.append(f"cropped to {_percent(kept)} of the original")
+    if 0 < e.reference_share < 0.95:
+        edits.append(f"cropped to {_percent(e.reference_share)} of the original")
     if abs(e.rotation) >= 1:
         edits.append(f"rotated {abs(e.rotation):.0f}° {'anticlockwise' if e.rotation > 0 else 'clockwise'}")
     if e.scale and abs(e.scale - 1) >= 0.05:
         edits.append(f"resized to {_percent(e.scale)}")
-    shown = _polygon_area(e.query_outline) / max(1, v.query_size[0] * v.query_size[1])
-    if 0 < shown < 0.9:  # a part of a bigger picture: a collage cell, a screenshot, a banner
-        edits.append(f"pasted at {_percent(min(1.0, shown))} of their picture")
+    if 0 < e.query_share < 0.9:  # a part of a bigger picture: a collage cell, a screenshot, a banner
+        edits.append(f"pasted at {_percent(e.query_share)} of their picture")
     if e.structure and e.colour < 0.75:
         edits.append("colours changed")
     found = f"{e.inliers} matching keypoints" if e.inliers else "found by its global hash"
@@ -111,23 +139,15 @@ def _percent(share: float) -> str:
     return f"{round(100 * share)} %"
 
 
-def _area(box: Sequence[int]) -> int:
-    return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
-
-
-def _polygon_area(points: Sequence[Sequence[float]]) -> float:
-    """Shoelace formula: the area of a simple polygon given by its corners in order."""
-    if len(points) < 3:
-        return 0.0
-    return abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(points, [*points[1:], points[0]]))) / 2
-
-
 def safe_text(value: object) -> str:
     """Make untrusted strings safe to show in a terminal or a spreadsheet: control and format
     characters (terminal escapes, newlines, bidi overrides, zero-width characters that can
     disguise a file name) become visible ``\\uXXXX`` escapes, and the bytes of a file name that
     is not valid UTF-8 (surrogate-escaped by Python) become ``\\xNN``."""
-    return "".join(_visible(c) if _unsafe(c) else c for c in str(value))
+    text = str(value)
+    if text.isascii() and text.isprintable():  # most names and titles: nothing to do
+        return text
+    return "".join(_visible(c) if _unsafe(c) else c for c in text)
 
 
 def _unsafe(c: str) -> bool:

@@ -82,6 +82,11 @@ class Explanation:
     query_outline: tuple[tuple[float, float], ...] = ()
     # The fitted map from reference pixels to query pixels, 2×3 affine (rows), mirror included.
     transform: tuple[tuple[float, float, float], ...] = ()
+    # Shares of each picture's content (inside the plain borders a trim removes: a product's white
+    # background is no part of what was copied): how much of the reference the copy shows (below
+    # 1: cropped), and how much of the query it takes up (below 1: pasted into a bigger picture).
+    reference_share: float = 1.0
+    query_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -674,13 +679,26 @@ def _explain(q: _Query, picture: _Picture, ref: Reference, check: verify.DenseCh
     quad = (np.linalg.inv(q.view.frame) @ corners_query)[:2].T[[0, 1, 3, 2]]  # in view pixels, in order
     outline = tuple((round(float(x), 1), round(float(y), 1)) for x, y in corners_query[:2].T[[0, 1, 3, 2]])
     transform = (picture_to_query @ ref_view_to_picture @ ref_to_view)[:2]
+    query_content = corners_query[:2].T[[0, 1, 3, 2]]
+    qx0, qy0, qx1, qy1 = q.view.box
+    query_share = abs(cv2.contourArea(np.clip(query_content, [qx0, qy0], [qx1, qy1]).astype(np.float32)))
     return Explanation(
         matched_by=method, scale=round(scale, 3), rotation=round(rotation, 1), mirrored=alignment.mirrored,
         inliers=alignment.inliers, reference_region=ref_region, query_region=query_region,
         structure=round(check.structure, 3), colour=round(check.colour, 3),
         coverage=round(verify.share_inside(q.texture, quad), 3), query_outline=outline,
         transform=tuple(tuple(round(float(v), 5) for v in row) for row in transform),
+        reference_share=round(_overlap(ref_region, ref.box) / max(1, _area(ref.box)), 3),
+        query_share=round(min(1.0, query_share / max(1, _area(q.view.box))), 3),
     )
+
+
+def _area(box: tuple[int, int, int, int]) -> int:
+    return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    return _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
 
 
 def _unexplained(method: str, check: verify.DenseCheck | None = None) -> Explanation:

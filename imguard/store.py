@@ -110,6 +110,7 @@ class Reference:
     height: int
     box: tuple[int, int, int, int]
     view_size: tuple[int, int]
+    abspath: str = ""  # where the file was when indexed, whatever the current folder
     hashes: dict[str, bytes] = field(default_factory=dict, repr=False)
     metadata: dict[str, str] = field(default_factory=dict)
     indexed_at: float | None = None  # when imguard first indexed it (None: before schema 3, unknown)
@@ -369,7 +370,7 @@ class Store:
     def reference(self, image_id: int, *, with_features: bool = True) -> Reference:
         row = self._db.execute(
             "SELECT id, path, sha256, width, height, box_x0, box_y0, box_x1, box_y1, view_w, view_h,"
-            " sku, asin, url, title, extra, phash, dhash, first_indexed_at FROM images WHERE id = ?",
+            " sku, asin, url, title, extra, phash, dhash, first_indexed_at, abspath FROM images WHERE id = ?",
             (image_id,),
         ).fetchone()
         if row is None:
@@ -390,7 +391,7 @@ class Store:
         return Reference(
             id=row[0], path=_path(row[1]), sha256=row[2], width=row[3], height=row[4],
             box=tuple(row[5:9]), view_size=(row[9], row[10]), metadata=metadata,
-            hashes={"phash": row[16], "dhash": row[17]}, indexed_at=row[18], **extras,
+            hashes={"phash": row[16], "dhash": row[17]}, indexed_at=row[18], abspath=_path(row[19]), **extras,
         )
 
     def stats(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ copies (`catalog_copy`, or their own tmp_path).
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
@@ -45,7 +46,12 @@ class Fixtures:
         return self.loader_dir / self.loader_cases[case]
 
     def competitor(self, name: str) -> Path:
-        return self.competitors / name
+        """A competitor file, in its listing's folder."""
+        return self.competitors / self.params[name]["listing"] / name
+
+    @property
+    def competitor_files(self) -> list[Path]:
+        return sorted(p for p in self.competitors.rglob("*") if p.is_file())
 
     def copy_of(self, source: str, family: str) -> str:
         """Name of the competitor file made from `source` by `family`."""
@@ -112,3 +118,81 @@ def run_script(script: Path, cwd: Path, *args: str | bytes, text: bool = True, *
     env = {**os.environ, "COLUMNS": "240", "NO_COLOR": "1"}
     return subprocess.run([str(script), *args], cwd=cwd, env=env, capture_output=True, text=text, timeout=300,
                           **kwargs)
+
+
+# Strings a competitor controls, each trying something: markup, a script link, a spreadsheet
+# formula, a path out of the report folder, a bidi override. None may do anything.
+HOSTILE_TITLE = "<script>window.__pwned = 1</script>Cheap cat print"
+HOSTILE_LISTING = "../../evil<img src=x onerror=\"window.__pwned = 2\">"
+HOSTILE_URL = "javascript:window.__pwned = 3"
+HOSTILE_SELLER = "=HYPERLINK(\"http://evil.example\",\"click\")"
+
+
+@pytest.fixture(scope="session")
+def reports(fixtures, script, tmp_path_factory) -> dict[str, Path]:
+    """Evidence reports made as a user makes them, with the console script:
+
+    - "folders": `scan competitors --report` (listing sub-folders, one clean), the catalog
+      indexed with its manifest of own listings;
+    - "saved": `scan --format json > scan.json`, then `report scan.json --out`;
+    - "hostile": `scan hostile.csv --report`, a competitor manifest full of hostile strings.
+    Also "root" (the working folder) and "scan.json"."""
+    root = tmp_path_factory.mktemp("reports")
+    shutil.copytree(fixtures.catalog, root / "catalog")
+    shutil.copytree(fixtures.competitors, root / "competitors")
+    done = run_script(script, root, "index", "catalog", "--db", "guard", "--manifest", "catalog/listings.csv", "--quiet")
+    assert done.returncode == 0, done.stderr
+    done = run_script(script, root, "scan", "competitors", "--db", "guard", "--report", "folders", "--quiet", "--jobs", "1")
+    assert done.returncode == 0, done.stderr
+    done = run_script(script, root, "scan", "competitors", "--db", "guard", "--format", "json", "--quiet", "--jobs", "1")
+    assert done.returncode == 0, done.stderr
+    (root / "scan.json").write_text(done.stdout, encoding="utf-8")
+    done = run_script(script, root, "report", "scan.json", "--db", "guard", "--out", "saved")
+    assert done.returncode == 0, done.stderr
+
+    shots = root / "shots"
+    shots.mkdir()
+    for name in ("chelsea__resize.jpg", "coffee__png.png", "unrelated__moon.png"):
+        shutil.copyfile(fixtures.competitor(name), shots / name)
+    with open(root / "hostile.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "listing", "listing_url", "title", "seller", "marketplace", "captured_at",
+                         "image_position"])
+        writer.writerow(["shots/chelsea__resize.jpg", HOSTILE_LISTING, HOSTILE_URL, HOSTILE_TITLE, HOSTILE_SELLER,
+                         "amazon.de", "2026-11-30T10:00:00Z", "1"])
+        writer.writerow(["shots/coffee__png.png", "B0GOOD0001", "https://market.example/dp/B0GOOD0001",
+                         "Cup & saucer", "Shop \u202eevil", "amazon.de", "", "2"])
+        writer.writerow(["shots/unrelated__moon.png", "B0GOOD0001", "", "", "", "", "", "3"])
+    done = run_script(script, root, "scan", "hostile.csv", "--db", "guard", "--report", "hostile", "--quiet", "--jobs", "1")
+    assert done.returncode == 0, done.stderr
+    return {"root": root, "folders": root / "folders", "saved": root / "saved", "hostile": root / "hostile",
+            "scan.json": root / "scan.json"}
+
+
+# Chromium as Debian packages it (`apt-get install chromium`), driven by Playwright without its
+# own browser download; the flags keep it off the network it has no business with.
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium. Without one the browser tests skip, saying why, except under CI=true,
+    where a missing browser fails them (.ci/run installs it)."""
+
+    def missing(reason: str):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI must run the browser tests")
+        pytest.skip(reason)
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("playwright is not installed (pip install -e '.[test]')")
+    chromium = os.environ.get("IMGUARD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        missing("no chromium on PATH (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()

@@ -7,8 +7,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ UNRELATED = ["unrelated__moon.png", "unrelated__coins.jpg"]
 MATCH_KEYS = {"query", "reference", "score", "kind", "distance", "distances", "matched_by", "explanation",
               "evidence", "query_metadata", "reference_metadata", "description"}
 EXPLANATION_KEYS = {"matched_by", "scale", "rotation", "mirrored", "inliers", "reference_region", "query_region",
-                    "structure", "colour", "coverage", "query_outline", "transform"}
+                    "structure", "colour", "coverage", "query_outline", "transform", "reference_share", "query_share"}
 WIDE = {"COLUMNS": "240", "NO_COLOR": "1"}
 
 

@@ -171,7 +171,7 @@ def test_a_sibling_under_the_threshold_does_not_hide_one_above_it(fixtures, with
 def test_weak_verifications_left_unexplained_change_nothing_reported(fixtures, indexed, threshold):
     """Verifications under the threshold are not explained (`Matcher._verified`): every
     competitor fixture reports the very same matches as when all are explained."""
-    queries = [imguard.Record(str(p)) for p in sorted(fixtures.competitors.iterdir())]
+    queries = [imguard.Record(str(p)) for p in fixtures.competitor_files]
     lean = indexed.matcher(threshold=threshold)
     full = indexed.matcher(threshold=threshold)
     full.explains_from = 0.0

@@ -37,7 +37,7 @@ def close(box, expected, width: int, height: int, share: float) -> bool:
 
 def test_fixture_names_are_what_the_tests_expect(fixtures):
     assert set(COPY_NAMES) | set(UNRELATED_NAMES) | set(LOOK_ALIKE_NAMES) == set(fixtures.expected)
-    assert sorted(os.listdir(fixtures.competitors)) == sorted(fixtures.expected)
+    assert sorted(p.name for p in fixtures.competitor_files) == sorted(fixtures.expected)
 
 
 @pytest.mark.parametrize("name", COPY_NAMES)
