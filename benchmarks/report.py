@@ -117,10 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'PASS' if seconds < SECONDS_TARGET else 'FAIL'} |",
         f"| folder under {MEGABYTES_TARGET:.0f} MB | {total:.1f} MB | {'PASS' if total < MEGABYTES_TARGET else 'FAIL'} |",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text, encoding="utf-8")
+    _dataset.publish(lines, args.out)
     return 0
 
 

@@ -1,8 +1,9 @@
 """The `imguard` command: a thin shell over the library (every command calls one Catalog method).
 
-Exit codes: 0 the run completed (with or without matches); 1 `--fail-on-match` and something
-matched, or `--strict` and a file could not be read; 2 bad usage, a missing catalog, or an
-unreadable folder.
+Exit codes (EXIT_CODES): 0 the run completed (with or without matches); 1 `--fail-on-match` and
+something matched, `--fail-on-new` and something new appeared, or `--strict` and a file could not
+be read; 2 bad usage or configuration, a missing catalog, or an unreadable folder; 5 another run
+holds the catalog's writer lock.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import imguard
 from imguard import report
 from imguard.fetch import is_remote
 
-EXIT_CODES = """Exit codes: 0 run completed (matches or not); 1 --fail-on-match and a match was found,
-or --strict and a file could not be read; 2 bad usage, missing catalog or unreadable folder."""
+EXIT_LOCKED = 5  # another run writes to the catalog: try again later (cron: next time)
+EXIT_CODES = f"""Exit codes: 0 run completed (matches or not); 1 --fail-on-match and a match was found,
+--fail-on-new and something new or reappeared, or --strict and a file could not be read; 2 bad
+usage or configuration, missing catalog or unreadable folder; {EXIT_LOCKED} another run holds the catalog's lock."""
 
 app = typer.Typer(
     help=f"Find copies of your own product images among competitors' images.\n\n{EXIT_CODES}",
@@ -37,6 +40,11 @@ app = typer.Typer(
 class Engine(str, Enum):
     local = "local"
     dask = "dask"
+
+
+# Choices the library defines, as the options' enums.
+Status = Enum("Status", [(s, s) for s in imguard.history.STATUSES], type=str)
+MarkAs = Enum("MarkAs", [(m.replace("-", "_"), m) for m in imguard.history.MARKS], type=str)
 
 
 class Format(str, Enum):
@@ -52,6 +60,8 @@ ReportOption = Annotated[Optional[Path], typer.Option(
     "--report", help="Also write the evidence report here: index.html, evidence PNGs, complaint drafts.")]
 TemplateOption = Annotated[Optional[Path], typer.Option(
     "--complaint-template", help="Jinja2 text template replacing the default complaint draft.")]
+WaitOption = Annotated[float, typer.Option(
+    "--wait", min=0.0, help="Seconds to wait for another run that writes to the catalog.")]
 JobsOption = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes [default: all cores].")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
@@ -89,9 +99,12 @@ def _progress(label: str, quiet: bool) -> Iterator[imguard.catalog.Progress | No
 
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
-    """imguard's own errors become a message and exit code 2, never a traceback."""
+    """imguard's own errors become a message and exit code 2 (5 for a held lock), never a
+    traceback."""
     try:
         yield
+    except imguard.LockHeld as exc:
+        raise _fail(str(exc), EXIT_LOCKED) from None
     except imguard.ImguardError as exc:
         raise _fail(str(exc)) from None
 
@@ -109,6 +122,7 @@ def index(
     jobs: JobsOption = None,
     quiet: QuietOption = False,
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    wait: WaitOption = 0.0,
 ) -> None:
     """Add your own images to the catalog (only new or changed files are fingerprinted)."""
     with _errors():
@@ -118,7 +132,7 @@ def index(
         catalog = imguard.Catalog.open(db)
         with catalog, _progress("indexing", quiet) as progress:
             result = catalog.add([str(s) for s in sources], manifest=manifest, prune=prune, jobs=jobs,
-                                 progress=progress)
+                                 progress=progress, wait=wait)
             data = result.as_dict()
             data["images"] = len(catalog)
     out = _out()
@@ -208,10 +222,101 @@ def _report_written(written: imguard.evidence.ReportFolder, fmt: Format) -> None
 
 
 @app.command(epilog=EXIT_CODES)
-def rebuild(db: DbOption = Path("imguard-db")) -> None:
+def nightly(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The TOML configuration.")],
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    fail_on_new: Annotated[bool, typer.Option(help="Exit 1 when a finding is new or reappeared.")] = False,
+    strict: Annotated[bool, typer.Option(help="Exit 1 when a file or a source could not be read.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Check the configuration and the sources; change nothing.")] = False,
+    wait: WaitOption = 0.0,
+    quiet: QuietOption = False,
+) -> None:
+    """The scheduled comparison: index the catalog, scan what changed, update the findings and the
+    report, and print only what changed since the last complete run."""
+    with _errors():
+        settings = imguard.nightly.load_config(config)
+        if dry_run:  # opens nothing: a dry run changes nothing, not even an old store's schema
+            result = imguard.nightly.run_nightly(None, settings, dry_run=True)
+        else:
+            with imguard.Catalog.open(settings.db) as catalog, _progress("scanning", quiet) as progress:
+                result = catalog.nightly(settings, dry_run=dry_run, wait=wait, progress=progress)
+    out = _out()
+    if fmt is Format.json:
+        report.write_json(result.as_dict(), out.file)
+    else:
+        rows = [{"change": change, **f.as_dict()} for change in imguard.nightly.CHANGES[:-1]
+                for f in result.changes[change]]
+        columns = ("change", "id", "listing", "query", "reference", "score", "first_seen", "last_seen", "mark")
+        if fmt is Format.csv:
+            report.write_csv(rows, columns, out.file)
+        else:
+            if rows:
+                report.print_table(rows, columns, out, title="what changed")
+            if result.errors:
+                report.print_table([{"path": e.path, "error": e.error} for e in result.errors], ("path", "error"),
+                                   out, title="could not be read")
+            counts = ", ".join(f"{len(result.changes[c])} {c.replace('_', ' ')}" for c in imguard.nightly.CHANGES)
+            verb = "would read" if result.dry_run else "read"
+            listed = sum(s["listed"] for s in result.sources)
+            out.print(f"{'dry run: ' if result.dry_run else ''}{len(result.sources)} sources {verb}, {listed} images listed"
+                      + ("" if result.dry_run else f"; {counts}"), markup=False)
+            if result.report is not None:
+                out.print(f"report: {report.safe_text(result.report.index)}", markup=False)
+    if dry_run and result.errors:
+        raise typer.Exit(2)
+    if (fail_on_new and result.alert) or (strict and result.errors):
+        raise typer.Exit(1)
+
+
+@app.command(epilog=EXIT_CODES)
+def findings(
+    db: DbOption = Path("imguard-db"),
+    status: Annotated[Optional[Status], typer.Option(help="Only findings with this status.")] = None,
+    listing: Annotated[Optional[str], typer.Option(help="Only this listing's findings.")] = None,
+    older_than: Annotated[Optional[float], typer.Option(min=0.0, help="Only findings first seen more than DAYS ago.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """List the findings of the nightly runs: by status, listing or age."""
+    with _errors(), _open(db) as catalog:
+        found = catalog.findings(status=status.value if status else None, listing=listing, older_than_days=older_than)
+    rows = [f.as_dict() for f in found]
+    columns = ("id", "status", "listing", "query", "reference", "score", "first_seen", "last_seen", "mark")
+    report.emit(rows, rows, columns, fmt.value, _out(), title="findings")
+
+
+@app.command(epilog=EXIT_CODES)
+def mark(
+    finding: Annotated[Optional[int], typer.Argument(help="The finding's id (see `imguard findings`).")] = None,
+    as_: Annotated[Optional[MarkAs], typer.Option("--as", help="Your decision.")] = None,
+    db: DbOption = Path("imguard-db"),
+    note: Annotated[Optional[str], typer.Option(help="Why, for your records.")] = None,
+    listing: Annotated[Optional[str], typer.Option(help="Mark every finding of this listing (licensed only).")] = None,
+    seller: Annotated[Optional[str], typer.Option(help="Mark every finding of this seller (licensed only).")] = None,
+    from_file: Annotated[Optional[Path], typer.Option("--from", help="Apply the decisions a report page exported.")] = None,
+    wait: WaitOption = 0.0,
+) -> None:
+    """Record your decision about a finding: reported, ignored, licensed or not-a-copy. A licensed
+    listing or seller is never alerted again; a reported finding still online after some days is
+    listed by `nightly` as still_online_after_report."""
+    with _errors(), _open(db) as catalog:
+        if from_file is not None:
+            if finding is not None or as_ is not None or listing or seller:
+                raise _fail("--from takes the decisions from the file: no ID, --as, --listing or --seller with it")
+            count = catalog.mark_from(from_file, wait=wait)
+            _out().print(f"{count} decisions applied", markup=False)
+            return
+        if as_ is None:
+            raise _fail("say what the finding is: --as reported|ignored|licensed|not-a-copy")
+        catalog.mark(as_.value, finding=finding, listing=listing, seller=seller, note=note, wait=wait)
+    target = f"finding {finding}" if finding is not None else f"listing {listing}" if listing else f"seller {seller}"
+    _out().print(f"{report.safe_text(target)} marked {as_.value}", markup=False)
+
+
+@app.command(epilog=EXIT_CODES)
+def rebuild(db: DbOption = Path("imguard-db"), wait: WaitOption = 0.0) -> None:
     """Rebuild the FAISS indexes from the SQLite store (they are derived data)."""
     with _errors(), _open(db) as catalog:
-        index = catalog.rebuild()
+        index = catalog.rebuild(wait=wait)
     _out().print(f"rebuilt: {index.phash.size} images, {index.features.size} local features", markup=False)
 
 

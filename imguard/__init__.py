@@ -7,18 +7,29 @@
         print(match.query, match.reference, match.score)
 """
 
-from . import evidence, report  # the report stage: `imguard.report.read_scan`, `imguard.evidence.write_report`
+from . import evidence, nightly, report  # modules of their own: the report stage, the nightly run
 from ._version import __version__
 from .catalog import Catalog, IndexResult, ScanRun
 from .errors import CatalogError, DependencyError, ImageError, ImguardError, ManifestError, SourceError
 from .fingerprint import Fingerprint, fingerprint_file
+from .history import Finding, MarkError
+from .lock import LockHeld
+from .nightly import Config, ConfigError, NightlyResult, load_config
 from .scan import DEFAULT_THRESHOLD, Evidence, Explanation, Match, ScanError
 from .sources import Record, iter_records, read_manifest
 
 __all__ = [
     "__version__",
     "evidence",
+    "nightly",
     "report",
+    "Config",
+    "ConfigError",
+    "Finding",
+    "LockHeld",
+    "MarkError",
+    "NightlyResult",
+    "load_config",
     "Catalog",
     "CatalogError",
     "DEFAULT_THRESHOLD",

@@ -1,23 +1,28 @@
 """The Catalog: a seller's own images, indexed; the one object most users need.
 
 Every CLI command is a thin call of a method here (`index` → `Catalog.add`, `scan` →
-`Catalog.scan`, `report` and `scan --report` → `Catalog.write_report`, `rebuild` →
-`Catalog.rebuild`, `stats` → `Catalog.stats`).
+`Catalog.scan`, `report` and `scan --report` → `Catalog.write_report`, `nightly` →
+`Catalog.nightly`, `findings` → `Catalog.findings`, `mark` → `Catalog.mark` / `Catalog.mark_from`,
+`rebuild` → `Catalog.rebuild`, `stats` → `Catalog.stats`). The methods that write take the
+catalog's writer lock (see imguard.lock); reading ones never wait for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import engine, evidence, scan
+from . import engine, evidence, history, nightly, scan
 from .errors import CatalogError
 from .fingerprint import FINGERPRINT_VERSION, Fingerprint, fingerprint_file
 from .index import CatalogIndex
+from .lock import CatalogLock
 from .scan import Match, Matcher, ScanError
 from .sources import Record, iter_records, read_manifest
 from .store import FileState, Store
@@ -96,6 +101,17 @@ class Catalog:
         self.folder = folder
         self.store = store
         self._index: CatalogIndex | None = None
+        self._lock = CatalogLock(folder)
+
+    @contextlib.contextmanager
+    def writing(self, wait: float = 0.0) -> Iterator[None]:
+        """Hold the catalog's writer lock (one writer at a time; re-entrant): LockHeld, naming
+        the holder, when another run keeps it beyond `wait` seconds."""
+        self._lock.acquire(wait)
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     @classmethod
     def open(cls, folder: PathLike, *, create: bool = True) -> Catalog:
@@ -119,11 +135,17 @@ class Catalog:
     # -- indexing ---------------------------------------------------------------------------
 
     def add(self, sources: Sources, *, manifest: PathLike | None = None, prune: bool = False,
-            jobs: int | None = None, progress: Progress | None = None) -> IndexResult:
+            jobs: int | None = None, progress: Progress | None = None, wait: float = 0.0) -> IndexResult:
         """Index image files and folders (recursively). Only new or changed files are
         fingerprinted; `prune` drops entries whose files are gone; `manifest` is a CSV of
-        metadata (columns: path, and any of sku, asin, listing_url, title; others are kept).
-        Manifest rows that name no readable file, or no file among `sources`, are errors."""
+        metadata (columns: path, and any of sku, asin, url, title; others are kept).
+        Manifest rows that name no readable file, or no file among `sources`, are errors.
+        `wait`: seconds to wait for another writer (see `writing`)."""
+        with self.writing(wait):
+            return self._add(sources, manifest=manifest, prune=prune, jobs=jobs, progress=progress)
+
+    def _add(self, sources: Sources, *, manifest: PathLike | None, prune: bool, jobs: int | None,
+             progress: Progress | None) -> IndexResult:
         start = time.perf_counter()
         result = IndexResult()
 
@@ -184,16 +206,18 @@ class Catalog:
         result.seconds = time.perf_counter() - start
         return result
 
-    def prune(self) -> int:
+    def prune(self, *, wait: float = 0.0) -> int:
         """Drop catalog entries whose files are gone; returns how many."""
-        removed = self.store.delete(_gone(self.store.file_states()))
-        if removed:
-            self._index = CatalogIndex.for_store(self.store, self.folder)
+        with self.writing(wait):
+            removed = self.store.delete(_gone(self.store.file_states()))
+            if removed:
+                self._index = CatalogIndex.for_store(self.store, self.folder)
         return removed
 
-    def rebuild(self) -> CatalogIndex:
+    def rebuild(self, *, wait: float = 0.0) -> CatalogIndex:
         """Rebuild the FAISS indexes from the store (they are derived data)."""
-        self._index = CatalogIndex.for_store(self.store, self.folder, rebuild=True)
+        with self.writing(wait):
+            self._index = CatalogIndex.for_store(self.store, self.folder, rebuild=True)
         return self._index
 
     @property
@@ -211,7 +235,8 @@ class Catalog:
 
     # -- scanning ---------------------------------------------------------------------------
 
-    def matcher(self, *, threshold: float = scan.DEFAULT_THRESHOLD, top: int | None = None) -> Matcher:
+    def matcher(self, *, threshold: float = scan.DEFAULT_THRESHOLD, top: int | None = None,
+                keep_prints: bool = False, fetch_options: dict[str, Any] | None = None) -> Matcher:
         """What a scan runs on. Refuses a catalog with fingerprints of an older imguard: they would
         silently miss copies."""
         outdated = self.store.outdated()
@@ -220,7 +245,8 @@ class Catalog:
                 f"{self.folder}: {len(outdated)} catalog image(s) (first: {outdated[0]}) were fingerprinted "
                 "by an older imguard; run `imguard index` on the catalog folders again"
             )
-        return Matcher(self.index, self.store.path, threshold=threshold, top=top)
+        return Matcher(self.index, self.store.path, threshold=threshold, top=top, keep_prints=keep_prints,
+                       fetch_options=fetch_options)
 
     def scan(self, sources: Sources, *, threshold: float = scan.DEFAULT_THRESHOLD, top: int | None = None,
              jobs: int | None = None, progress: Progress | None = None,
@@ -270,6 +296,58 @@ class Catalog:
             errors, stats, matches = matches.errors, matches.stats, matches.matches
         return evidence.write_report(matches, folder, errors=list(errors), stats=stats, store=self.store,
                                      complaint_template=complaint_template)
+
+
+    # -- every night ------------------------------------------------------------------------
+
+    def nightly(self, config: nightly.Config | PathLike, *, dry_run: bool = False, wait: float = 0.0,
+                progress: Progress | None = None) -> nightly.NightlyResult:
+        """One nightly run (see imguard.nightly): index the catalog incrementally, scan what is new
+        or changed in the configured sources, update the findings, write the report; returns what
+        changed since the last complete run. `config`: a Config or the path of its TOML file."""
+        if not isinstance(config, nightly.Config):
+            config = nightly.load_config(config)
+        return nightly.run_nightly(self, config, dry_run=dry_run, wait=wait, progress=progress)
+
+    def findings(self, *, status: str | None = None, listing: str | None = None,
+                 older_than_days: float | None = None) -> list[history.Finding]:
+        """The findings of the nightly runs, newest first: by status (new, ongoing, resolved,
+        reappeared), listing, or age (first seen more than `older_than_days` ago)."""
+        if status is not None and status not in history.STATUSES:
+            raise ValueError(f"status must be one of {', '.join(history.STATUSES)}")
+        before = None if older_than_days is None else time.time() - older_than_days * 86400
+        return history.History(self.store).findings(statuses=[status] if status else None, listing=listing,
+                                                    first_seen_before=before)
+
+    def mark(self, mark: str, *, finding: int | None = None, listing: str | None = None,
+             seller: str | None = None, note: str | None = None, wait: float = 0.0) -> int:
+        """Record a decision about a finding (reported, ignored, licensed, not-a-copy), or mark a
+        whole listing or seller licensed: it is never alerted again. Returns the mark's id."""
+        with self.writing(wait):
+            return history.History(self.store).mark(mark, finding_id=finding, listing=listing, seller=seller,
+                                                    note=note)
+
+    def mark_from(self, path: PathLike, *, wait: float = 0.0) -> int:
+        """Apply the decisions a report page exported (a JSON file: {"decisions": [{"finding": id,
+        "mark": ..., "note": ...}]}); all of them or, when one is wrong, none. Returns how many."""
+        path = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                decisions = json.load(handle)["decisions"]
+            rows = [(int(d["finding"]), str(d["mark"]), d.get("note")) for d in decisions]
+        except OSError as exc:
+            raise history.MarkError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise history.MarkError(f"{path}: not a decisions file exported by the report ({exc!r})") from exc
+        with self.writing(wait):
+            marks = history.History(self.store)
+            for number, (finding, mark, note) in enumerate(rows, start=1):
+                if mark not in history.MARKS or finding not in {f.id for f in marks.findings(ids=[finding])}:
+                    raise history.MarkError(f"{path}: decision {number}: no finding {finding}, or an unknown mark "
+                                            f"{mark!r} (one of {', '.join(history.MARKS)})")
+            for finding, mark, note in rows:
+                marks.mark(mark, finding_id=finding, note=note)
+        return len(rows)
 
 
 def _runner(kind: str, jobs: int | None, scheduler: Any) -> Callable[..., Iterator[list]]:

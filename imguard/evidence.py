@@ -7,13 +7,20 @@
                     stolen images → own originals; each pair side by side, the copied region
                     outlined in both pictures, score, explanation in words, both SHA-256s;
                     filters and sorting in the page, a summary on top
-    images/         one JPEG thumbnail per distinct picture, named by its SHA-256
+    images/         one JPEG thumbnail per distinct picture, named by its SHA-256 (index.json says
+                    which part of the original each shows)
     evidence/       one PNG per pair: both pictures side by side, regions outlined, a caption
                     with both names, SHA-256 prefixes, score and explanation
     complaints/     one draft per infringing listing, `<listing>.txt`, from a template
     complaints.csv  one row per infringing listing: what a marketplace's complaint form asks
     matches.json    what the page shows, as `imguard scan --format json` prints it
     matches.csv
+
+Writing a report again into the same folder (every night) reuses the thumbnails and evidence
+pictures that have not changed (an evidence PNG is named by its content) and removes the others.
+Pairs may carry annotations (the nightly run's finding id, status and mark): the page then shows
+them and lets the seller decide per pair, and export the decisions as one JSON file for
+`imguard mark --from`.
 
 Competitors' strings (file names, listing titles, sellers, URLs) are untrusted: the page is
 rendered by Jinja2 with autoescape on and a Content-Security-Policy that runs only its own
@@ -27,9 +34,9 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import json
 import os
 import re
-import shutil
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -94,12 +101,6 @@ class Picture:
         sx, sy = self.rgb.shape[1] / max(1e-6, x1 - x0), self.rgb.shape[0] / max(1e-6, y1 - y0)
         return [((x - x0) * sx, (y - y0) * sy) for x, y in points]
 
-    @property
-    def view_box(self) -> str:
-        """The SVG viewBox that puts original pixel coordinates onto this picture."""
-        x0, y0, x1, y1 = self.box
-        return f"{x0:g} {y0:g} {x1 - x0:g} {y1 - y0:g}"
-
 
 PictureSource = Callable[[str, str], "Picture | str"]  # (location, sha256) -> picture, or why not
 
@@ -143,6 +144,7 @@ def catalog_pictures(store: Store | None) -> PictureSource:
 class PairView:
     number: int
     match: Match
+    annotation: dict[str, Any] | None  # a nightly finding: id, status, mark, dates
     evidence_png: str  # relative to the report folder
     query_thumb: str | None
     reference_thumb: str | None
@@ -236,21 +238,23 @@ def write_report(
     store: Store | None = None,
     complaint_template: str | os.PathLike[str] | None = None,
     query_pictures: PictureSource = file_picture,
+    annotations: dict[tuple[str, str], dict[str, Any]] | None = None,
     now: datetime.datetime | None = None,
 ) -> ReportFolder:
     """Write the evidence report of `matches` into `folder` (created; a report already there is
-    replaced, other files are left alone). `store`: the catalog, to show an own image whose file
-    is gone from its thumbnail. `complaint_template`: a Jinja2 text template replacing the
-    default draft (imguard/templates/complaint.txt.j2; it runs sandboxed). `query_pictures`:
-    where competitor pictures come from (default: the files, or the download cache)."""
+    replaced, reusing what did not change; other files are left alone). `store`: the catalog, to
+    show an own image whose file is gone from its thumbnail. `complaint_template`: a Jinja2 text
+    template replacing the default draft (imguard/templates/complaint.txt.j2; it runs sandboxed).
+    `query_pictures`: where competitor pictures come from (default: the files, or the download
+    cache). `annotations`: (query, reference) → what a nightly run knows of the pair (`finding`
+    id, `status`, `mark`, `mark_note`, `first_seen`, `last_seen`, `db`)."""
     folder = Path(folder)
     matches = report.sorted_matches(list(matches))
     template = _complaint_template(complaint_template)
     for part in ("images", "evidence", "complaints"):
-        shutil.rmtree(folder / part, ignore_errors=True)
         (folder / part).mkdir(parents=True, exist_ok=True)
     generated = (now or datetime.datetime.now(datetime.timezone.utc)).isoformat(timespec="seconds")
-    writer = _Writer(folder, query_pictures, catalog_pictures(store))
+    writer = _Writer(folder, query_pictures, catalog_pictures(store), annotations or {})
     listings = writer.listings(matches)
 
     rows = []
@@ -270,6 +274,7 @@ def write_report(
 
     page = _page(listings, errors, stats or {}, generated, matches)
     (folder / "index.html").write_text(page, encoding="utf-8")
+    writer.finish({listing.complaint for listing in listings if listing.complaint})
     return ReportFolder(
         folder=str(folder), index=str(folder / "index.html"), listings=len(listings),
         images=sum(len(x.stolen) for x in listings), pairs=len(matches), complaints=len(rows),
@@ -277,13 +282,19 @@ def write_report(
 
 
 class _Writer:
-    """Pictures, thumbnails and evidence PNGs of the pairs: each picture decoded once."""
+    """Pictures, thumbnails and evidence PNGs of the pairs: each picture decoded once, and not
+    at all when the files a previous report made of it are still there."""
 
-    def __init__(self, folder: Path, query_pictures: PictureSource, own_pictures: PictureSource) -> None:
+    def __init__(self, folder: Path, query_pictures: PictureSource, own_pictures: PictureSource,
+                 annotations: dict[tuple[str, str], dict[str, Any]]) -> None:
         self.folder = folder
         self.query_pictures = query_pictures
         self.own_pictures = own_pictures
-        self.thumbs: dict[str, str | None] = {}
+        self.annotations = annotations
+        # sha256 → the thumbnail made of it: file, the part of the original it shows, a note
+        self.thumbs: dict[str, dict[str, Any]] = {}
+        self._made_before: dict[str, dict[str, Any]] = _read_index(folder / THUMBS_INDEX)
+        self._written: set[str] = set()
         self._pictures: dict[tuple[str, str], Picture | str] = {}
         self._font = _font(13)
         self._bold = _font(14)
@@ -296,15 +307,35 @@ class _Writer:
             self._pictures[key] = (self.own_pictures if own else self.query_pictures)(location, sha256)
         return self._pictures[key]
 
-    def thumbnail(self, picture: Picture | str, sha256: str) -> str | None:
+    def thumbnail(self, picture: Picture | str, sha256: str) -> dict[str, Any] | None:
+        """The thumbnail of a picture: {"file", "box", "note"}, made once."""
         if isinstance(picture, str):
             return None
         if sha256 not in self.thumbs:
             name = f"images/{sha256[:24]}.jpg"
             small = cv2.cvtColor(_fit(picture.rgb, THUMB_SIDE), cv2.COLOR_RGB2BGR)
             (self.folder / name).write_bytes(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY])[1])
-            self.thumbs[sha256] = name
+            self.thumbs[sha256] = {"file": name, "box": list(picture.box), "note": picture.note}
         return self.thumbs[sha256]
+
+    def reused_thumbnail(self, sha256: str) -> dict[str, Any] | None:
+        """The thumbnail a previous report made of this picture, when its file is still there."""
+        if sha256 not in self.thumbs:
+            made = self._made_before.get(sha256)
+            if made is None or not (self.folder / made["file"]).is_file():
+                return None
+            self.thumbs[sha256] = made
+        return self.thumbs[sha256]
+
+    def finish(self, complaints: set[str]) -> None:
+        """Note which part of its original each thumbnail shows, for the next report, and remove
+        what this report no longer shows (pictures of pairs gone, drafts of listings gone)."""
+        (self.folder / THUMBS_INDEX).write_text(json.dumps(self.thumbs, indent=0), encoding="utf-8")
+        keep = {t["file"] for t in self.thumbs.values()} | self._written | complaints | {THUMBS_INDEX}
+        for part in ("images", "evidence", "complaints"):
+            for path in (self.folder / part).iterdir():
+                if f"{part}/{path.name}" not in keep and path.is_file():
+                    path.unlink()
 
     def listings(self, matches: list[Match]) -> list[ListingView]:
         grouped: dict[str, ListingView] = {}
@@ -330,26 +361,49 @@ class _Writer:
 
     def pair(self, number: int, listing: ListingView, match: Match) -> PairView:
         v, e = match.evidence, match.explanation
-        query = self.picture(match.query, v.query_sha256, own=False)
-        own = self.picture(match.reference, v.reference_sha256, own=True)
-        notes = [f"their image: {query}" if isinstance(query, str) else (query.note and f"their image: {query.note}"),
-                 f"your original: {own}" if isinstance(own, str) else (own.note and f"your original: {own.note}")]
         x0, y0, x1, y1 = e.reference_region
         outline = e.query_outline or ((0, 0), (v.query_size[0], 0), v.query_size, (0, v.query_size[1]))
-        png = f"evidence/{number:04d}-{listing.slug}.png"
-        _evidence_png(self.folder / png, match, query, own, outline, self._font, self._bold)
+        key = hashlib.sha1(report.json_text(report.match_dict(match)).encode()).hexdigest()[:12]
+        png = f"evidence/{listing.slug}-{key}.png"
+        query_thumb, own_thumb = self.reused_thumbnail(v.query_sha256), self.reused_thumbnail(v.reference_sha256)
+        notes = []
+        if query_thumb is None or own_thumb is None or not (self.folder / png).is_file():
+            query = self.picture(match.query, v.query_sha256, own=False)
+            own = self.picture(match.reference, v.reference_sha256, own=True)
+            _evidence_png(self.folder / png, match, query, own, outline, self._font, self._bold)
+            query_thumb, own_thumb = self.thumbnail(query, v.query_sha256), self.thumbnail(own, v.reference_sha256)
+            notes += [f"their image: {query}" if isinstance(query, str) else "",
+                      f"your original: {own}" if isinstance(own, str) else ""]
+        self._written.add(png)
+        notes += [f"their image: {query_thumb['note']}" if query_thumb and query_thumb["note"] else "",
+                  f"your original: {own_thumb['note']}" if own_thumb and own_thumb["note"] else ""]
         return PairView(
-            number=number, match=match, evidence_png=png,
-            query_thumb=self.thumbnail(query, v.query_sha256), reference_thumb=self.thumbnail(own, v.reference_sha256),
-            query_view_box=_view_box(query, v.query_size), reference_view_box=_view_box(own, v.reference_size),
+            number=number, match=match, annotation=self.annotations.get((match.query, match.reference)),
+            evidence_png=png, query_thumb=query_thumb and query_thumb["file"],
+            reference_thumb=own_thumb and own_thumb["file"],
+            query_view_box=_view_box(query_thumb, v.query_size), reference_view_box=_view_box(own_thumb, v.reference_size),
             query_points=" ".join(f"{x:g},{y:g}" for x, y in outline),
             reference_rect=(x0, y0, x1 - x0, y1 - y0), notes=[n for n in notes if n],
             description=report.describe(match),
         )
 
 
-def _view_box(picture: Picture | str, size: tuple[int, int]) -> str:
-    return picture.view_box if isinstance(picture, Picture) else f"0 0 {size[0]} {size[1]}"
+THUMBS_INDEX = "images/index.json"
+
+
+def _read_index(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        made = json.loads(path.read_text(encoding="utf-8"))
+        return {k: v for k, v in made.items() if isinstance(v, dict) and {"file", "box", "note"} <= set(v)}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _view_box(thumb: dict[str, Any] | None, size: tuple[int, int]) -> str:
+    """The SVG viewBox that puts original pixel coordinates onto a thumbnail: the part of the
+    original it shows (all of it, or the trimmed view of the catalog's own thumbnail)."""
+    x0, y0, x1, y1 = thumb["box"] if thumb else (0, 0, *size)
+    return f"{x0:g} {y0:g} {x1 - x0:g} {y1 - y0:g}"
 
 
 # -- the evidence PNG ------------------------------------------------------------------------
@@ -535,6 +589,8 @@ def _page(listings: list[ListingView], errors: Sequence[ScanError], stats: dict[
         script_hash=_csp_hash(script), style_hash=_csp_hash(style),
         images=sum(len(x.stolen) for x in listings), pairs=len(matches),
         originals=len({m.evidence.reference_sha256 for m in matches}), outline=_hex(OUTLINE),
+        decisions=any(p.annotation for x in listings for p in x.pairs),
+        db=next((p.annotation["db"] for x in listings for p in x.pairs if p.annotation), ""),
     )
 
 

@@ -6,8 +6,11 @@ remote URL is actually read, so local scans never pay for them.
 Downloads (`fetch_many`) run in a thread pool with a time limit per request, a size limit, retries
 with exponential backoff on connection errors, timeouts and 5xx/429 answers (never on 404 or other
 4xx), and a content-addressed cache: ``<cache_dir>/objects/ab/<sha256>`` holds each distinct
-content once, ``<cache_dir>/index.sqlite`` maps URL → sha256 and the time it was downloaded. URLs
-are assumed immutable (as product-image URLs on CDNs are): a cached URL is not downloaded again.
+content once, ``<cache_dir>/index.sqlite`` maps URL → sha256, the time it was downloaded and its
+validator (ETag or Last-Modified). URLs are assumed immutable (as product-image URLs on CDNs are):
+a cached URL is not downloaded again, unless asked to `revalidate` (a nightly run wants to know
+whether the image changed or is gone): then a conditional request (If-None-Match /
+If-Modified-Since; for object stores, the object's ETag) downloads only what changed.
 Delete the cache folder, or pass ``cache=False``, to force fresh downloads. Errors are per URL
 (`ImageError`): one bad URL never stops the others.
 
@@ -112,6 +115,16 @@ class Download:
 
     data: bytes = field(repr=False)
     fetched_at: float
+    validator: str | None = None  # "etag:…", "modified:…" (http) or the object store's ETag
+
+
+@dataclass(frozen=True)
+class _Body:
+    """A download's outcome: the bytes (None when the server said they did not change since
+    `validator`), and the validator of what was downloaded."""
+
+    data: bytes | None
+    validator: str | None
 
 
 def default_cache_dir() -> str:
@@ -142,18 +155,20 @@ class _Cache:
         with contextlib.suppress(sqlite3.DatabaseError):
             self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS urls (url TEXT PRIMARY KEY, sha256 TEXT NOT NULL, "
-                        "nbytes INTEGER NOT NULL, fetched REAL NOT NULL)")
+                        "nbytes INTEGER NOT NULL, fetched REAL NOT NULL, validator TEXT)")
+        if "validator" not in {row[1] for row in self.db.execute("PRAGMA table_info(urls)")}:
+            self.db.execute("ALTER TABLE urls ADD COLUMN validator TEXT")  # a cache of imguard 0.1
         self.db.commit()
 
-    def lookup(self, urls: list[str]) -> dict[str, tuple[str, int, float]]:
-        """url → (sha256, size, download time) of the cached ones."""
-        out: dict[str, tuple[str, int, float]] = {}
+    def lookup(self, urls: list[str]) -> dict[str, tuple[str, int, float, str | None]]:
+        """url → (sha256, size, download time, validator) of the cached ones."""
+        out: dict[str, tuple[str, int, float, str | None]] = {}
         for start in range(0, len(urls), 500):
             batch = urls[start:start + 500]
             marks = ",".join("?" * len(batch))
-            query = f"SELECT url, sha256, nbytes, fetched FROM urls WHERE url IN ({marks})"
-            for url, sha, nbytes, fetched in self.db.execute(query, batch):
-                out[url] = (sha, nbytes, fetched)
+            query = f"SELECT url, sha256, nbytes, fetched, validator FROM urls WHERE url IN ({marks})"
+            for url, sha, nbytes, fetched, validator in self.db.execute(query, batch):
+                out[url] = (sha, nbytes, fetched, validator)
         return out
 
     def object_path(self, sha: str) -> str:
@@ -188,9 +203,10 @@ class _Cache:
             raise
         return sha
 
-    def record(self, rows: list[tuple[str, str, int, float]]) -> None:
-        """Note (url, sha256, size, download time) rows."""
-        self.db.executemany("INSERT OR REPLACE INTO urls (url, sha256, nbytes, fetched) VALUES (?, ?, ?, ?)", rows)
+    def record(self, rows: list[tuple[str, str, int, float, str | None]]) -> None:
+        """Note (url, sha256, size, download time, validator) rows."""
+        self.db.executemany("INSERT OR REPLACE INTO urls (url, sha256, nbytes, fetched, validator)"
+                            " VALUES (?, ?, ?, ?, ?)", rows)
         self.db.commit()
 
     def close(self) -> None:
@@ -208,6 +224,7 @@ def fetch_many(
     cache: bool = True,
     backoff: float = 0.5,
     storage_options: dict[str, Any] | None = None,
+    revalidate: bool = False,
 ) -> dict[str, Download | ImageError]:
     """Download `urls` concurrently; return ``{url: Download}`` or ``{url: ImageError(url, reason)}``.
 
@@ -221,6 +238,8 @@ def fetch_many(
       the index whose content file is intact is not downloaded again. A cache that cannot be
       written is skipped with a warning; downloads still work.
     * `storage_options`: passed to fsspec for non-http protocols (credentials, ``anon=True``...).
+    * `revalidate`: ask again about cached URLs, conditionally (see the module docstring): a URL
+      that is gone (404) is then an error, whatever the cache holds.
 
     Duplicates in `urls` are fetched once. Never raises for a single URL's failure.
     """
@@ -239,40 +258,46 @@ def fetch_many(
                           RuntimeWarning, stacklevel=2)
     results: dict[str, Download | ImageError] = {}
     try:
-        known: dict[str, tuple[str, int, float]] = {}
+        known: dict[str, tuple[str, int, float, str | None]] = {}
         if store is not None:
             try:
                 known = store.lookup(unique)
             except sqlite3.Error as exc:  # a damaged index: download, and try to record again
                 warnings.warn(f"imguard: cannot read the download cache index ({exc})", RuntimeWarning, stacklevel=2)
-        todo = [u for u in unique if u not in known]
+        todo = unique if revalidate else [u for u in unique if u not in known]
         fetcher = _Fetcher(timeout=timeout, max_bytes=max_bytes, retries=retries, backoff=backoff,
                            storage_options=storage_options, http=any(is_http(u) for u in todo),
                            other=any(not is_http(u) for u in todo))
         try:
             def one(url: str) -> tuple[str, Download | ImageError, str | None]:
+                cached = None
                 if store is not None and url in known:
-                    sha, nbytes, fetched = known[url]
+                    sha, nbytes, fetched, validator = known[url]
                     data = store.read(sha, nbytes)
                     if data is not None:
-                        return url, Download(data, fetched), None
-                outcome = fetcher.fetch(url)
+                        cached = Download(data, fetched, validator)
+                        if not revalidate:
+                            return url, cached, None
+                outcome = fetcher.fetch(url, cached.validator if cached is not None else None)
                 if isinstance(outcome, ImageError):
                     return url, outcome, None
+                if outcome.data is None and cached is not None:  # not modified: still there, as cached
+                    return url, Download(cached.data, time.time(), cached.validator), known[url][0]
+                body = outcome.data or b""
                 sha = None
                 if store is not None:
                     try:
-                        sha = store.write(outcome)
+                        sha = store.write(body)
                     except OSError:
                         sha = None  # a full disk costs the cache, not the download
-                return url, Download(outcome, time.time()), sha
+                return url, Download(body, time.time(), outcome.validator), sha
 
-            new_rows: list[tuple[str, str, int, float]] = []
+            new_rows: list[tuple[str, str, int, float, str | None]] = []
             with ThreadPoolExecutor(max_workers=min(workers, len(unique)), thread_name_prefix="imguard-fetch") as pool:
                 for url, outcome, sha in pool.map(one, unique):
                     results[url] = outcome
                     if sha is not None and isinstance(outcome, Download):
-                        new_rows.append((url, sha, len(outcome.data), outcome.fetched_at))
+                        new_rows.append((url, sha, len(outcome.data), outcome.fetched_at, outcome.validator))
             if store is not None and new_rows:
                 try:
                     store.record(new_rows)
@@ -324,12 +349,13 @@ class _Fetcher:
             with contextlib.suppress(Exception):
                 session.close()
 
-    def fetch(self, url: str) -> bytes | ImageError:
+    def fetch(self, url: str, validator: str | None = None) -> _Body | ImageError:
+        """Download `url`; with the `validator` of a cached copy, only if it changed since."""
         attempts = self.retries + 1
         last = ""
         for attempt in range(attempts):
             try:
-                return self._http(url) if is_http(url) else self._fsspec(url)
+                return self._http(url, validator) if is_http(url) else self._fsspec(url, validator)
             except _Transient as exc:
                 last = exc.reason
                 if attempt + 1 < attempts:
@@ -355,14 +381,22 @@ class _Fetcher:
                 self._sessions.append(session)
         return session
 
-    def _http(self, url: str) -> bytes:
+    def _http(self, url: str, validator: str | None) -> _Body:
         requests = self._requests
         if requests is None:  # pragma: no cover - set when any http URL needs downloading
             requests = self._requests = _requests()
         start = time.monotonic()
+        headers = {}
+        if validator and validator.startswith("etag:"):
+            headers["If-None-Match"] = validator[5:]
+        elif validator and validator.startswith("modified:"):
+            headers["If-Modified-Since"] = validator[9:]
         try:
-            with self._session().get(url, stream=True, timeout=(self.timeout, self.timeout)) as response:
+            with self._session().get(url, stream=True, timeout=(self.timeout, self.timeout),
+                                     headers=headers) as response:
                 status = response.status_code
+                if status == 304 and headers:
+                    return _Body(None, validator)
                 if status >= 500 or status == 429:
                     raise _Transient(f"HTTP {status} {response.reason or ''}".rstrip())
                 if status == 404:
@@ -373,7 +407,9 @@ class _Fetcher:
                 if length.isdigit() and int(length) > self.max_bytes:
                     raise ImageError(url, f"too large: {int(length)} bytes, over the limit of "
                                           f"{self.max_bytes} bytes (max_bytes); not downloaded")
-                return self._read_limited(url, response.iter_content(_BLOCK), start)
+                data = self._read_limited(url, response.iter_content(_BLOCK), start)
+                etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
+                return _Body(data, f"etag:{etag}" if etag else f"modified:{modified}" if modified else None)
         except requests.Timeout:
             raise _Transient(f"timed out after {self.timeout:g} s") from None
         except requests.ConnectionError as exc:
@@ -402,13 +438,16 @@ class _Fetcher:
 
     # -- other fsspec protocols --
 
-    def _fsspec(self, url: str) -> bytes:
+    def _fsspec(self, url: str, validator: str | None) -> _Body:
         fsspec = fsspec_module()
         start = time.monotonic()
         try:
             fs, path = fsspec.core.url_to_fs(url, **self.storage_options)
+            tag = _object_tag(fs.info(path))
+            if validator and tag == validator:
+                return _Body(None, validator)
             with fs.open(path, "rb") as handle:
-                return self._read_limited(url, iter(lambda: handle.read(_BLOCK), b""), start)
+                return _Body(self._read_limited(url, iter(lambda: handle.read(_BLOCK), b""), start), tag)
         except (ImageError, _Transient):
             raise
         except FileNotFoundError:
@@ -421,6 +460,17 @@ class _Fetcher:
             raise ImageError(url, f"{exc}") from None
         except (OSError, TimeoutError, ConnectionError) as exc:
             raise _Transient(f"{type(exc).__name__}: {_short(exc)}") from None
+
+
+def _object_tag(info: dict[str, Any]) -> str | None:
+    """What says an object store's object changed: its ETag (s3), MD5 (gs), else size and
+    modification time."""
+    for key in ("ETag", "etag", "md5Hash", "md5"):
+        if info.get(key):
+            return f"{key}:{info[key]}"
+    if info.get("size") is not None and (info.get("mtime") or info.get("LastModified") or info.get("updated")):
+        return f"size:{info['size']}:{info.get('mtime') or info.get('LastModified') or info.get('updated')}"
+    return None
 
 
 def _requests() -> Any:

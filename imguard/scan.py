@@ -16,6 +16,7 @@ Per chunk of query files (one unit of parallel work):
 from __future__ import annotations
 
 import datetime
+import itertools
 import math
 import os
 import shutil
@@ -23,7 +24,9 @@ import sqlite3
 import tempfile
 import weakref
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -60,6 +63,7 @@ SIBLING_COLOUR = 0.15  # colour agreement this much better: the copied colour va
 SHARED_REGION = 0.7  # two matches whose query regions overlap this much explain the same copy
 PLAUSIBLE_SCALE = 1.25  # a copy is rarely enlarged more than this from its source
 ENLARGED_SCALE = 1.5
+REVERSE_BATCH = 256  # stored competitor images searched at once by `reverse_candidates`
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ class Match:
     query_metadata: dict[str, str] = field(default_factory=dict)  # listing, asin, title, seller, ...
     reference_metadata: dict[str, str] = field(default_factory=dict)
     kind: str = "copy"  # "copy": the reference, edited; "partial": they share a region only
+    reference_id: int = 0  # the catalog's id of the reference (ids are never reused)
 
     @property
     def matched_by(self) -> str:
@@ -144,6 +149,33 @@ class ScanError:
         return cls(path, f"cannot process image ({type(exc).__name__}: {exc})")
 
 
+@dataclass(frozen=True)
+class QueryPrints:
+    """What a nightly run keeps of a competitor image it read (see imguard.history): enough to
+    look for a new own image in it later without reading it again, and to show it once gone."""
+
+    sha256: str
+    nbytes: int
+    size: tuple[int, int]
+    box: tuple[int, int, int, int]  # the canonical view's part of the image, its pixels
+    view_size: tuple[int, int]
+    hashes: bytes  # pHash, dHash, pHash of the mirror, dHash of the mirror: 4 × 8 bytes
+    keypoints: bytes  # N × 2 float32, view pixels
+    descriptors: bytes  # ORB of the canonical view, N × 32
+    # per descriptor, the distance of its VOTE_K-th nearest catalog descriptor (uint8): a new
+    # catalog image's descriptor nearer than that would have been among its neighbours
+    neighbour_distances: bytes
+    thumbnail: bytes  # JPEG of the canonical view, fingerprint.THUMB_SIDE (as the catalog keeps its own)
+    # What a new catalog image must beat to have been a candidate of this scan: the Hamming
+    # distance of the last hash hit verified, and the votes of the last voted candidate (the
+    # scan's radius and minimum when it had fewer). See `reverse_candidates`.
+    hash_floor: int = HASH_RADIUS
+    vote_floor: int = MIN_VOTES
+
+
+HASH_KEYS = ("phash", "dhash", "phash_mirror", "dhash_mirror")
+
+
 @dataclass
 class Outcome:
     """The result of one query file: its matches, or the error that stopped it (or of something
@@ -155,6 +187,7 @@ class Outcome:
     error: ScanError | None = None
     fast_path: bool = False
     folder: bool = False
+    prints: QueryPrints | None = None  # with Matcher(keep_prints=True)
 
     @property
     def path(self) -> str:
@@ -206,6 +239,9 @@ class _Query:
     fp: fingerprint.Fingerprint
     view: _Picture
     regions: list[_Picture]  # sub-pictures of a composite view (cut from the view)
+    full: np.ndarray | None = None  # the decoded image, untrimmed (at least the view's size)
+    hash_floor: int = HASH_RADIUS  # see QueryPrints
+    vote_floor: int = MIN_VOTES
     results: dict[int, Match] = field(default_factory=dict)
     # catalog image id → the hash hits on it: (picture, mirrored, Hamming distance)
     hash_hits: dict[int, list[tuple[_Picture, bool, int]]] = field(default_factory=dict)
@@ -232,11 +268,14 @@ class Matcher:
     """
 
     def __init__(self, index: CatalogIndex, store_path: str, *, threshold: float = DEFAULT_THRESHOLD,
-                 top: int | None = None) -> None:
+                 top: int | None = None, keep_prints: bool = False,
+                 fetch_options: dict[str, Any] | None = None) -> None:
         self.index = index
         self.store_path = store_path
         self.threshold = threshold
         self.top = top
+        self.keep_prints = keep_prints  # each outcome carries its QueryPrints
+        self.fetch_options = dict(fetch_options or {})  # timeout, max_bytes, retries of downloads
         # Verifications under this are never reported and cannot settle a query on the fast
         # path: they are not explained (see `_verified`).
         self.explains_from = min(threshold, FAST_ACCEPT)
@@ -253,7 +292,8 @@ class Matcher:
         store_bytes = _snapshot(self.store_path)
         parts = {n: faiss.serialize_index_binary(getattr(self.index, n).index) for n in ("phash", "dhash", "features")}
         return {"parts": parts, "generation": self.index.generation, "store": store_bytes,
-                "threshold": self.threshold, "top": self.top}
+                "threshold": self.threshold, "top": self.top, "keep_prints": self.keep_prints,
+                "fetch_options": self.fetch_options}
 
     def __setstate__(self, state: dict) -> None:
         import faiss
@@ -267,7 +307,8 @@ class Matcher:
         with open(store_path, "wb") as handle:
             handle.write(state["store"])
         self.__init__(CatalogIndex(generation=state["generation"], **parts), store_path,
-                      threshold=state["threshold"], top=state["top"])
+                      threshold=state["threshold"], top=state["top"], keep_prints=state["keep_prints"],
+                      fetch_options=state["fetch_options"])
 
     @property
     def store(self) -> Store:
@@ -303,7 +344,7 @@ class Matcher:
         outcomes = [Outcome(r) for r in records]
         queries: list[tuple[Outcome, _Query]] = []
         # the URLs among the records, downloaded concurrently; {} if none
-        fetched = fetch.fetch_remote([r.location for r in records])
+        fetched = fetch.fetch_remote([r.location for r in records], **self.fetch_options)
         for outcome in outcomes:
             try:
                 queries.append((outcome, _query(outcome.record, *_read(outcome.record, fetched))))
@@ -339,6 +380,54 @@ class Matcher:
         self._feature_candidates([(q, picture) for q in composites for picture in _fine_regions(q)])
         for outcome, q in batch:
             outcome.matches = select(list(q.results.values()), self.threshold, self.top)
+            if self.keep_prints:
+                outcome.prints = self._prints(q)
+
+    def _prints(self, q: _Query) -> QueryPrints:
+        if q.view.points is None:  # settled on the fast path: the features a later search needs
+            q.view.extract_features()
+        assert q.view.points is not None
+        descriptors = np.ascontiguousarray(q.view.points[1], np.uint8)
+        distances, _ = self.index.features.search(descriptors, VOTE_K)
+        kth = distances[:, -1] if distances.shape[1] == VOTE_K else np.full(len(descriptors), 255)
+        return QueryPrints(
+            sha256=q.fp.sha256, nbytes=q.fp.nbytes, size=(q.fp.width, q.fp.height), box=q.view.box,
+            view_size=q.view.size, hashes=b"".join(q.fp.hashes[k] for k in HASH_KEYS),
+            keypoints=np.ascontiguousarray(q.view.points[0], np.float32).tobytes(), descriptors=descriptors.tobytes(),
+            neighbour_distances=np.clip(kth, 0, 255).astype(np.uint8).tobytes(),
+            thumbnail=fingerprint.encode_thumbnail(q.view.rgb), hash_floor=q.hash_floor, vote_floor=q.vote_floor,
+        )
+
+    def verify_prints(self, record: Record, prints: QueryPrints, candidates: dict[int, features.Features]) -> dict[int, float]:
+        """The scores a scan would give `candidates` (catalog ids → the keypoints and descriptors
+        of their mirror images) in a competitor image known only by what a nightly run kept of it
+        (`prints`): hash alignment, and RANSAC on its kept keypoints (against the catalog
+        image, and against its mirror image for a mirrored copy), then the dense check of its
+        thumbnail -- the resolution the dense check compares at anyway. No file is read."""
+        thumb = fingerprint.decode_thumbnail(prints.thumbnail)
+        picture = _Picture(thumb, prints.box)
+        scale = picture.size[0] / max(1, prints.view_size[0])  # thumbnail pixels per view pixel
+        points = np.frombuffer(prints.keypoints, np.float32).reshape(-1, 2) * scale
+        descriptors = np.frombuffer(prints.descriptors, np.uint8).reshape(-1, 32)
+        hashes = {k: prints.hashes[i * 8:(i + 1) * 8] for i, k in enumerate(HASH_KEYS)}
+        fp = fingerprint.Fingerprint(prints.sha256, prints.nbytes, *prints.size, prints.box, picture.size, hashes,
+                                     points, descriptors)
+        q = _Query(record, b"", (None, None), fp, picture, [])
+        flip_query = np.array([[-1.0, 0, picture.size[0]], [0, 1, 0], [0, 0, 1]])
+        scores: dict[int, float] = {}
+        for image_id, (mirror_points, mirror_descriptors) in candidates.items():
+            ref = self.reference(image_id)
+            tries = [verify.box_alignment((0, 0, *picture.size), picture.size, ref.view_size, m) for m in (False, True)]
+            plain = verify.match_keypoints(points, descriptors, ref.keypoints, ref.descriptors, False)
+            mirrored = verify.match_keypoints(points, descriptors, mirror_points, mirror_descriptors, False)
+            if plain is not None:
+                tries.append(plain)
+            if mirrored is not None:  # query → mirrored reference, as the mirrored query → the reference
+                flip_ref = np.array([[-1.0, 0, ref.view_size[0]], [0, 1, 0], [0, 0, 1]])
+                matrix = flip_ref @ np.vstack([mirrored.matrix, [0, 0, 1]]) @ flip_query
+                tries.append(verify.Alignment(matrix[:2], True, mirrored.inliers))
+            scores[image_id] = max(self._verified(q, picture, ref, a, "features").score for a in tries)
+        return scores
 
     def _exact(self, queries: list[_Query]) -> None:
         for q in queries:
@@ -378,6 +467,8 @@ class Matcher:
         HASH_VERIFIED catalog images are verified there (products on white hash alike: many
         images fall within the radius of some picture's hash)."""
         nearest = sorted(q.hash_hits, key=lambda image_id: min(d for _, _, d in q.hash_hits[image_id]))
+        if len(nearest) >= HASH_VERIFIED:
+            q.hash_floor = min(d for _, _, d in q.hash_hits[nearest[HASH_VERIFIED - 1]])
         for image_id in list(nearest[HASH_VERIFIED:]):
             del q.hash_hits[image_id]
         for image_id, hits in q.hash_hits.items():
@@ -414,6 +505,8 @@ class Matcher:
                 if count < MIN_VOTES:
                     break
                 mirrors[image_id] = [m for m, votes in ((False, plain), (True, mirror)) if votes[image_id] == count]
+                if picture is q.view and len(mirrors) == VOTED_CANDIDATES:
+                    q.vote_floor = count
             if picture is q.view:  # hash hits that verified in part: their alignment may be off
                 for image_id in q.hash_hits:
                     known = q.results.get(image_id)
@@ -496,7 +589,7 @@ class Matcher:
         return Match(
             query=q.path, reference=ref.path, score=score, distance=min(distances.values()),
             distances=distances, explanation=explanation, evidence=evidence,
-            query_metadata=dict(q.record.metadata), reference_metadata=dict(ref.metadata),
+            query_metadata=dict(q.record.metadata), reference_metadata=dict(ref.metadata), reference_id=ref.id,
         )
 
 
@@ -551,7 +644,57 @@ def _query(record: Record, data: bytes, captured: tuple[str | None, str | None])
     for box, crop, hashes in fingerprint.region_hashes(view):
         (x0, y0), (x1, y1) = (frame @ [box[0], box[1], 1])[:2], (frame @ [box[2], box[3], 1])[:2]
         regions.append(_Picture(crop, (round(x0), round(y0), round(x1), round(y1)), hashes))
-    return _Query(record, data, captured, fp, picture, regions)
+    return _Query(record, data, captured, fp, picture, regions, full=decoded.rgb)
+
+
+
+
+def reverse_candidates(own: list[tuple[int, np.ndarray, dict[str, bytes]]],
+                       stored: Iterable[tuple[int, bytes, bytes, bytes, int, int]]) -> dict[int, set[int]]:
+    """Competitor images (kept by a nightly run: id, hashes, descriptors, their neighbour
+    distances, hash floor, vote floor; see QueryPrints) that may hold one of the `own` images
+    (id, descriptors of it and of its mirror image stacked, its hashes): the scan's candidate
+    tests run the other way round, so that a new catalog photo is looked for in competitor
+    images without reading them again. A competitor image is a candidate when the new image
+    would have been one of its scan's candidates: a hash at least as near as the last hash hit
+    it verified, or at least as many votes as its last voted candidate had, a descriptor voting
+    when the new image has a descriptor as near as its VOTE_K-th catalog neighbour was.
+    Returns competitor id → the own images it may hold, to be verified (`verify_prints`)."""
+    if not own:
+        return {}
+    from .index import build_binary
+
+    owners = np.concatenate([np.full(len(d), image_id, np.int64) for image_id, d, _ in own])
+    codes = np.concatenate([d for _, d, _ in own])
+    # Inverted lists even for one image: a night's competitor descriptors (millions) each
+    # compare with one list of the new images' codes, not with all of them.
+    search = build_binary(owners, codes, exact_limit=0, nprobe=1)
+    own_hashes = [(image_id, h["phash"], h["dhash"]) for image_id, _, h in own]
+    found: dict[int, set[int]] = {}
+    rows = iter(stored)
+    while batch := list(itertools.islice(rows, REVERSE_BATCH)):
+        voters = []
+        for competitor_id, hashes, descriptors, neighbours, hash_floor, vote_floor in batch:
+            view = [hashes[i * 8:(i + 1) * 8] for i in range(len(HASH_KEYS))]
+            near = {image_id for image_id, p, d in own_hashes
+                    if min(hashing.hamming(p, view[0]), hashing.hamming(p, view[2]), hashing.hamming(d, view[1]),
+                           hashing.hamming(d, view[3])) <= hash_floor}
+            if near:
+                found.setdefault(competitor_id, set()).update(near)
+            if len(descriptors) >= vote_floor * 32:
+                voters.append((competitor_id, np.frombuffer(descriptors, np.uint8).reshape(-1, 32),
+                               np.frombuffer(neighbours, np.uint8), vote_floor))
+        if not voters:
+            continue
+        bounds = np.cumsum([0] + [len(d) for _, d, _, _ in voters])
+        distances, owner = search.search(np.concatenate([d for _, d, _, _ in voters]), VOTE_K)
+        reach = np.minimum(VOTE_DISTANCE, np.concatenate([n for _, _, n, _ in voters]).astype(np.int32))
+        owner[distances > reach[:, None]] = -1
+        for k, (competitor_id, _, _, vote_floor) in enumerate(voters):
+            voted = {i for i, count in _votes(owner[bounds[k]:bounds[k + 1]]).items() if count >= vote_floor}
+            if voted:
+                found.setdefault(competitor_id, set()).update(voted)
+    return found
 
 
 def _fine_regions(q: _Query) -> list[_Picture]:

@@ -26,7 +26,8 @@ from .fingerprint import FINGERPRINT_VERSION, Fingerprint
 # 2: images.fingerprint_version (a catalog fingerprinted by an older imguard is re-fingerprinted)
 # 3: images.first_indexed_at (evidence: since when the seller's image is known); image ids are
 #    never reused (AUTOINCREMENT): a pruned image's id never names another image
-SCHEMA_VERSION = 3
+# 4: history (imguard.history): runs, run_sources, competitor_images, findings, marks
+SCHEMA_VERSION = 4
 DB_NAME = "catalog.sqlite"
 METADATA_FIELDS = ("sku", "asin", "url", "title")
 _FILE_COLUMNS = ("path", "abspath", "sha256", "nbytes", "mtime", "width", "height", "box_x0", "box_y0",
@@ -54,6 +55,77 @@ CREATE TABLE {name} (
     first_indexed_at REAL            -- when it was first indexed (NULL: before schema 3, unknown)
 )"""
 
+# The nightly history (see imguard.history). Ids are AUTOINCREMENT: never reused. Findings name
+# their own image by id without a foreign key: a pruned image's findings stay, as history.
+_HISTORY = [
+    """CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    complete INTEGER NOT NULL DEFAULT 0,   -- 1 once every step ran: only then is anything resolved
+    imguard_version TEXT NOT NULL,
+    catalog_generation INTEGER NOT NULL,
+    indexed_at REAL,                       -- when its catalog step ended: own images fingerprinted later are new to the next run
+    settings TEXT NOT NULL                 -- JSON: threshold, sources, fingerprint version
+)""",
+    """CREATE TABLE run_sources (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    source TEXT NOT NULL,                  -- the config's name for it
+    complete INTEGER NOT NULL DEFAULT 0,   -- listed and read completely in this run
+    error TEXT,
+    listed INTEGER NOT NULL DEFAULT 0,
+    scanned INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, source)
+)""",
+    """CREATE TABLE competitor_images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    location TEXT NOT NULL,                -- a path as listed (bytes when not UTF-8), or a URL
+    sha256 TEXT, nbytes INTEGER, mtime REAL, etag TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',   -- JSON: listing, asin, title, seller, ...
+    width INTEGER, height INTEGER,
+    box_x0 INTEGER, box_y0 INTEGER, box_x1 INTEGER, box_y1 INTEGER,  -- its canonical view (scan.QueryPrints)
+    view_w INTEGER, view_h INTEGER,
+    hashes BLOB,                           -- pHash, dHash, and their mirrors: 4 × 8 bytes
+    keypoints BLOB,                        -- N×2 float32, view pixels
+    descriptors BLOB,                      -- N×32 uint8, ORB of the canonical view
+    neighbours BLOB,                       -- N uint8: each descriptor's VOTE_K-th catalog neighbour distance
+    thumbnail BLOB,                        -- JPEG of the canonical view: its last sighting
+    hash_floor INTEGER, vote_floor INTEGER,  -- what a new own image must beat (scan.QueryPrints)
+    fingerprint_version INTEGER,
+    fingerprinted_at REAL,
+    seen_run INTEGER,                      -- the last run that listed it
+    gone_run INTEGER,                      -- the run that found it gone (NULL while it is there)
+    UNIQUE (source, location)
+)""",
+    """CREATE TABLE findings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    image_id INTEGER NOT NULL,             -- the seller's image (images.id)
+    competitor_id INTEGER NOT NULL REFERENCES competitor_images(id),
+    listing TEXT NOT NULL DEFAULT '',
+    seller TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL,                  -- new, ongoing, resolved, reappeared
+    status_run INTEGER NOT NULL,           -- the run that set the status
+    first_seen REAL NOT NULL, last_seen REAL NOT NULL,
+    first_run INTEGER NOT NULL, last_run INTEGER NOT NULL,
+    missing_run INTEGER,                   -- read again, and no longer a match (resolved once a run completes)
+    best_score REAL NOT NULL,
+    evidence TEXT NOT NULL,                -- JSON: the match of its last sighting
+    UNIQUE (image_id, competitor_id)
+)""",
+    "CREATE INDEX findings_competitor ON findings(competitor_id)",
+    """CREATE TABLE marks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    finding_id INTEGER REFERENCES findings(id),  -- one finding, or (NULL) every finding of...
+    listing TEXT,                          -- ...a listing
+    seller TEXT,                           -- ...or a seller (licensed)
+    mark TEXT NOT NULL,                    -- reported, ignored, licensed, not-a-copy
+    note TEXT,
+    created_at REAL NOT NULL
+)""",
+    "CREATE INDEX marks_finding ON marks(finding_id)",
+]
+
 _SCHEMA = [
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     _IMAGES.format(name="images"),
@@ -64,6 +136,7 @@ _SCHEMA = [
     descriptors BLOB NOT NULL,       -- N×32 uint8, ORB
     thumbnail BLOB NOT NULL          -- JPEG of the canonical view
 )""",
+    *_HISTORY,
 ]
 
 # Migrations: the script that takes a store from version N to N + 1, each run as one transaction
@@ -81,10 +154,12 @@ _MIGRATIONS = {
         "DROP TABLE images",
         "ALTER TABLE images_3 RENAME TO images",
         "CREATE INDEX images_sha256 ON images(sha256)"],
+    # 3 → 4: the history tables, empty
+    3: _HISTORY,
 }
 
 
-def _db_path(path: str) -> str | bytes:
+def path_to_db(path: str) -> str | bytes:
     """A path as the store keeps it: text, or its bytes when the file system's name is not valid
     UTF-8 (a surrogate-escaped str, which SQLite cannot take as text): nothing is lost."""
     try:
@@ -94,7 +169,7 @@ def _db_path(path: str) -> str | bytes:
         return os.fsencode(path)
 
 
-def _path(value: str | bytes) -> str:
+def path_from_db(value: str | bytes) -> str:
     """A path column read back: the str the file system's calls take."""
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
@@ -166,6 +241,12 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The store's connection, for the modules that keep tables of their own in it
+        (imguard.history). Writes go in short transactions (`with store.connection:`)."""
+        return self._db
 
     # -- schema -----------------------------------------------------------------------------
 
@@ -261,7 +342,7 @@ class Store:
         with self._db:
             for path, abspath, mtime, fp, metadata in rows:
                 now = time.time()
-                values = (_db_path(path), _db_path(abspath), fp.sha256, fp.nbytes, mtime, fp.width, fp.height,
+                values = (path_to_db(path), path_to_db(abspath), fp.sha256, fp.nbytes, mtime, fp.width, fp.height,
                           *fp.box, *fp.view_size, fp.hashes["phash"], fp.hashes["dhash"], FINGERPRINT_VERSION,
                           now, now)
                 self._db.execute(
@@ -298,7 +379,7 @@ class Store:
 
     def set_metadata(self, abspath: str, metadata: dict[str, str]) -> bool:
         with self._db:
-            row = self._db.execute("SELECT id FROM images WHERE abspath = ?", (_db_path(abspath),)).fetchone()
+            row = self._db.execute("SELECT id FROM images WHERE abspath = ?", (path_to_db(abspath),)).fetchone()
             if row is not None:
                 self._write_metadata(row[0], metadata)
         return row is not None
@@ -334,15 +415,23 @@ class Store:
     def file_states(self) -> dict[str, FileState]:
         """abspath → what was indexed: the basis of incremental re-indexing and pruning."""
         return {
-            _path(row[0]): FileState(*row[1:])
+            path_from_db(row[0]): FileState(*row[1:])
             for row in self._db.execute("SELECT abspath, id, sha256, nbytes, mtime, fingerprint_version FROM images")
         }
 
     def outdated(self) -> list[str]:
         """Paths of images fingerprinted by an older imguard: their hashes do not compare with
         this version's, so they must be fingerprinted again before a scan."""
-        return [_path(r[0]) for r in self._db.execute(
+        return [path_from_db(r[0]) for r in self._db.execute(
             "SELECT path FROM images WHERE fingerprint_version != ? ORDER BY id", (FINGERPRINT_VERSION,))]
+
+    def fingerprinted_since(self, timestamp: float) -> list[int]:
+        """Ids of the images fingerprinted (added, or changed and fingerprinted again) after
+        `timestamp`."""
+        return [r[0] for r in self._db.execute("SELECT id FROM images WHERE added_at > ? ORDER BY id", (timestamp,))]
+
+    def ids(self) -> set[int]:
+        return {r[0] for r in self._db.execute("SELECT id FROM images")}
 
     def ids_with_sha256(self, sha256: str) -> list[int]:
         return [r[0] for r in self._db.execute("SELECT id FROM images WHERE sha256 = ? ORDER BY id", (sha256,))]
@@ -389,9 +478,9 @@ class Store:
                 "thumbnail": thumbnail,
             }
         return Reference(
-            id=row[0], path=_path(row[1]), sha256=row[2], width=row[3], height=row[4],
+            id=row[0], path=path_from_db(row[1]), sha256=row[2], width=row[3], height=row[4],
             box=tuple(row[5:9]), view_size=(row[9], row[10]), metadata=metadata,
-            hashes={"phash": row[16], "dhash": row[17]}, indexed_at=row[18], abspath=_path(row[19]), **extras,
+            hashes={"phash": row[16], "dhash": row[17]}, indexed_at=row[18], abspath=path_from_db(row[19]), **extras,
         )
 
     def stats(self) -> dict[str, Any]:

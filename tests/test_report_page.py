@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_script
+
 OUTLINES = """() => Array.from(document.querySelectorAll('.pair')).map(pair => {
   const box = (selector) => {
     const element = pair.querySelector(selector);
@@ -134,3 +136,33 @@ def test_hostile_strings_never_run(visit, reports):
         "https://market.example/dp/B0GOOD0001", "https://shop.example/dp/B0OWNCAT01", "https://shop.example/dp/B0OWNCUP01"]
     inside = reports["hostile"].resolve().as_uri()
     assert all(url.startswith(inside) for url in page.requests)
+
+
+def test_decisions_made_in_the_page_are_applied_by_mark_from(visit, fixtures, script, tmp_path):
+    """A nightly report: the seller decides per pair in the page (no server), exports the
+    decisions as one JSON file, and `imguard mark --from` applies them."""
+    shutil.copytree(fixtures.catalog, tmp_path / "catalog")
+    shutil.copytree(fixtures.competitors / "B0THIEF002", tmp_path / "competitors" / "B0THIEF002")
+    (tmp_path / "imguard.toml").write_text('catalog = "catalog"\ndb = "guard"\nreport = "report"\njobs = 1\n'
+                                           '[[source]]\nname = "shops"\npath = "competitors"\n', encoding="utf-8")
+    done = run_script(script, tmp_path, "nightly", "--config", "imguard.toml", "--quiet", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    found = {f["id"]: os.path.basename(f["query"]) for f in json.loads(done.stdout)["new"]}
+    page = visit(tmp_path / "report" / "index.html").page
+    statuses = page.evaluate("() => Array.from(document.querySelectorAll('.pair')).map(p => p.dataset.status)")
+    assert statuses == ["new"] * len(found)
+    first, second = sorted(found)[:2]
+    page.click(f".pair[data-finding='{first}'] button[data-mark='reported']")
+    page.click(f".pair[data-finding='{second}'] button[data-mark='not-a-copy']")
+    assert page.inner_text(f".pair[data-finding='{second}'] .chosen") == "not-a-copy"
+    with page.expect_download() as download:
+        page.click("#export")
+    exported = tmp_path / "decisions.json"
+    download.value.save_as(exported)
+    assert json.loads(exported.read_text())["decisions"] == [{"finding": first, "mark": "reported"},
+                                                             {"finding": second, "mark": "not-a-copy"}]
+    done = run_script(script, tmp_path, "mark", "--from", str(exported), "--db", "guard")
+    assert done.returncode == 0 and "2 decisions applied" in done.stdout
+    done = run_script(script, tmp_path, "findings", "--db", "guard", "--format", "json")
+    marks = {f["id"]: f["mark"] for f in json.loads(done.stdout)}
+    assert marks[first] == "reported" and marks[second] == "not-a-copy"

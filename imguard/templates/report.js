@@ -8,6 +8,7 @@
   const score = document.getElementById("filter-score");
   const method = document.getElementById("filter-method");
   const kind = document.getElementById("filter-kind");
+  const status = document.getElementById("filter-status");
   const sort = document.getElementById("sort");
   const counts = {
     listings: document.getElementById("count-listings"),
@@ -28,6 +29,7 @@
           const visible = parseFloat(pair.dataset.score) >= least
             && (!method.value || pair.dataset.method === method.value)
             && (!kind.value || pair.dataset.kind === kind.value)
+            && (!status || !status.value || pair.dataset.status === status.value)
             && (!words || haystack.includes(words));
           pair.hidden = !visible;
           shownPairs += visible ? 1 : 0;
@@ -58,7 +60,41 @@
     for (const section of ordered) main.appendChild(section);
   }
 
-  for (const control of [text, score, method, kind]) control.addEventListener("input", applyFilters);
+  for (const control of [text, score, method, kind, status]) {
+    if (control) control.addEventListener("input", applyFilters);
+  }
   sort.addEventListener("change", applySort);
+
+  // Decisions per finding (nightly reports): kept in the page, exported as one JSON file for
+  // `imguard mark --from`. Nothing is sent anywhere: there is no server.
+  const decisions = new Map();
+  const exportButton = document.getElementById("export");
+  for (const pair of main.querySelectorAll(".pair[data-finding]")) {
+    for (const button of pair.querySelectorAll("button.decision")) {
+      button.addEventListener("click", () => {
+        const finding = parseInt(pair.dataset.finding, 10);
+        const chosen = decisions.get(finding) === button.dataset.mark ? null : button.dataset.mark;
+        if (chosen) decisions.set(finding, chosen); else decisions.delete(finding);
+        for (const other of pair.querySelectorAll("button.decision")) {
+          other.setAttribute("aria-pressed", String(other.dataset.mark === chosen));
+        }
+        pair.querySelector(".chosen").textContent = chosen || "reported";
+        document.getElementById("decided").textContent = String(decisions.size);
+        exportButton.disabled = decisions.size === 0;
+      });
+    }
+  }
+  if (exportButton) {
+    exportButton.addEventListener("click", () => {
+      const body = {imguard: "decisions", version: 1,
+                    decisions: Array.from(decisions, ([finding, mark]) => ({finding, mark}))};
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(new Blob([JSON.stringify(body, null, 2)], {type: "application/json"}));
+      link.download = "imguard-decisions.json";
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+    });
+  }
   document.getElementById("controls").addEventListener("submit", (event) => event.preventDefault());
 })();
