@@ -50,6 +50,17 @@ DbOption = Annotated[
 ]
 JobsOption = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes [default: all cores].")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+MAX_FILE_MB = imguard.Limits.file_bytes / 2**20
+MAX_DECODE_MB = imguard.Limits.decode_bytes / 2**20
+FileMbOption = Annotated[float, typer.Option("--max-file-mb", min=0.001, help="Largest image file read or downloaded (MiB).")]
+DecodeMbOption = Annotated[float, typer.Option("--max-decode-mb", min=0.001, help="Memory one image may take to decode (MiB).")]
+TimeLimitOption = Annotated[float, typer.Option("--time-limit", min=0.001, help="Seconds one image may take.")]
+
+
+def _limits(max_file_mb: float, max_decode_mb: float, time_limit: float) -> imguard.Limits:
+    """The per-image limits of the options: a file over one is that file's error."""
+    return imguard.Limits(file_bytes=round(max_file_mb * 2**20), decode_bytes=round(max_decode_mb * 2**20),
+                          seconds=time_limit)
 
 
 def _out() -> Console:
@@ -105,6 +116,9 @@ def index(
     jobs: JobsOption = None,
     quiet: QuietOption = False,
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    max_file_mb: FileMbOption = MAX_FILE_MB,
+    max_decode_mb: DecodeMbOption = MAX_DECODE_MB,
+    time_limit: TimeLimitOption = imguard.Limits.seconds,
 ) -> None:
     """Add your own images to the catalog (only new or changed files are fingerprinted)."""
     with _errors():
@@ -114,7 +128,7 @@ def index(
         catalog = imguard.Catalog.open(db)
         with catalog, _progress("indexing", quiet) as progress:
             result = catalog.add([str(s) for s in sources], manifest=manifest, prune=prune, jobs=jobs,
-                                 progress=progress)
+                                 progress=progress, limits=_limits(max_file_mb, max_decode_mb, time_limit))
             data = result.as_dict()
             data["images"] = len(catalog)
     out = _out()
@@ -140,6 +154,9 @@ def scan(
     strict: Annotated[bool, typer.Option(help="Exit 1 when a file could not be read.")] = False,
     engine: Annotated[Engine, typer.Option(help="Where to run: local processes, or a Dask cluster.")] = Engine.local,
     scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address (with --engine dask).")] = None,
+    max_file_mb: FileMbOption = MAX_FILE_MB,
+    max_decode_mb: DecodeMbOption = MAX_DECODE_MB,
+    time_limit: TimeLimitOption = imguard.Limits.seconds,
 ) -> None:
     """Look for your catalog images in competitor images; print the matches.
 
@@ -154,7 +171,8 @@ def scan(
         catalog = _open(db)
         with catalog, _progress("scanning", quiet) as progress:
             run = catalog.scan(sources, threshold=threshold, top=top, jobs=jobs, progress=progress,
-                               engine=engine.value, scheduler=scheduler)
+                               engine=engine.value, scheduler=scheduler,
+                               limits=_limits(max_file_mb, max_decode_mb, time_limit))
             matches = list(run)
     payload = report.scan_payload(matches, run.errors, run.stats)
     rows = [report.match_row(m) for m in report.sorted_matches(matches)]

@@ -11,6 +11,7 @@ from ._version import __version__
 from .catalog import Catalog, IndexResult, ScanRun
 from .errors import CatalogError, DependencyError, ImageError, ImguardError, ManifestError, SourceError
 from .fingerprint import Fingerprint, fingerprint_file
+from .limits import Limits
 from .scan import DEFAULT_THRESHOLD, Evidence, Explanation, Match, ScanError
 from .sources import Record, iter_records, read_manifest
 
@@ -26,6 +27,7 @@ __all__ = [
     "ImageError",
     "ImguardError",
     "IndexResult",
+    "Limits",
     "ManifestError",
     "Match",
     "Record",

@@ -17,6 +17,7 @@ from . import engine, scan
 from .errors import CatalogError
 from .fingerprint import FINGERPRINT_VERSION, Fingerprint, fingerprint_file
 from .index import CatalogIndex
+from .limits import Limits
 from .scan import Match, Matcher, ScanError
 from .sources import Record, iter_records, read_manifest
 from .store import FileState, Store
@@ -72,11 +73,11 @@ class ScanRun:
         self.stats["seconds"] = round(time.perf_counter() - start, 3)
 
 
-def _fingerprint_chunk(_: None, items: list[tuple[str, str, float]]) -> list[tuple[tuple[str, str, float], Fingerprint | ScanError]]:
+def _fingerprint_chunk(limits: Limits, items: list[tuple[str, str, float]]) -> list[tuple[tuple[str, str, float], Fingerprint | ScanError]]:
     out: list[tuple[tuple[str, str, float], Fingerprint | ScanError]] = []
     for item in items:
         try:
-            out.append((item, fingerprint_file(item[0], with_thumbnail=True)))
+            out.append((item, fingerprint_file(item[0], with_thumbnail=True, limits=limits)))
         except Exception as exc:
             out.append((item, ScanError.of(item[0], exc)))
     return out
@@ -116,11 +117,12 @@ class Catalog:
     # -- indexing ---------------------------------------------------------------------------
 
     def add(self, sources: Sources, *, manifest: PathLike | None = None, prune: bool = False,
-            jobs: int | None = None, progress: Progress | None = None) -> IndexResult:
+            jobs: int | None = None, progress: Progress | None = None, limits: Limits = Limits()) -> IndexResult:
         """Index image files and folders (recursively). Only new or changed files are
         fingerprinted; `prune` drops entries whose files are gone; `manifest` is a CSV of
         metadata (columns: path, and any of sku, asin, listing_url, title; others are kept).
-        Manifest rows that name no readable file, or no file among `sources`, are errors."""
+        Manifest rows that name no readable file, or no file among `sources`, are errors, and so
+        is a file over `limits` (bytes, memory to decode, seconds)."""
         start = time.perf_counter()
         result = IndexResult()
 
@@ -156,7 +158,7 @@ class Catalog:
                 yield path, abspath, st.st_mtime
 
         jobs = jobs or engine.default_jobs()
-        for chunk in engine.run_chunks(_fingerprint_chunk, None, todo(), jobs=jobs):
+        for chunk in engine.run_chunks(_fingerprint_chunk, limits, todo(), jobs=jobs):
             rows = []
             for (path, abspath, mtime), output in chunk:
                 if isinstance(output, ScanError):
@@ -208,7 +210,8 @@ class Catalog:
 
     # -- scanning ---------------------------------------------------------------------------
 
-    def matcher(self, *, threshold: float = scan.DEFAULT_THRESHOLD, top: int | None = None) -> Matcher:
+    def matcher(self, *, threshold: float = scan.DEFAULT_THRESHOLD, top: int | None = None,
+                limits: Limits = Limits()) -> Matcher:
         """What a scan runs on. Refuses a catalog with fingerprints of an older imguard: they would
         silently miss copies."""
         outdated = self.store.outdated()
@@ -217,11 +220,11 @@ class Catalog:
                 f"{self.folder}: {len(outdated)} catalog image(s) (first: {outdated[0]}) were fingerprinted "
                 "by an older imguard; run `imguard index` on the catalog folders again"
             )
-        return Matcher(self.index, self.store.path, threshold=threshold, top=top)
+        return Matcher(self.index, self.store.path, threshold=threshold, top=top, limits=limits)
 
     def scan(self, sources: Sources, *, threshold: float = scan.DEFAULT_THRESHOLD, top: int | None = None,
              jobs: int | None = None, progress: Progress | None = None,
-             engine: str = "local", scheduler: Any = None) -> ScanRun:
+             engine: str = "local", scheduler: Any = None, limits: Limits = Limits()) -> ScanRun:
         """Look for catalog images in competitor images (files or folders, recursively; URLs and
         CSV manifests of URLs with the extra `imguard[remote]`).
 
@@ -229,11 +232,12 @@ class Catalog:
         `threshold=0` every query's best candidates are reported whatever their score.
         `engine="dask"` runs the chunks on a Dask cluster (extra `imguard[dask]`): `scheduler` is
         its address (tcp://host:8786) or a distributed.Client; `jobs` is then ignored.
+        A file over `limits` (bytes read or downloaded, memory to decode, seconds) is an error.
         """
         if threshold < 0 or threshold > 1:
             raise ValueError("threshold must be within [0, 1]")
         run_chunks = _runner(engine, jobs, scheduler)
-        matcher = self.matcher(threshold=threshold, top=top)
+        matcher = self.matcher(threshold=threshold, top=top, limits=limits)
 
         unreadable: list[scan.Outcome] = []  # folders and manifest rows that could not be read
 

@@ -62,6 +62,12 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Fixtures:
 
 
 @pytest.fixture(scope="session")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small files that declare huge pictures (see make_fixtures.make_hostile)."""
+    return make_fixtures.make_hostile(tmp_path_factory.mktemp("hostile"))
+
+
+@pytest.fixture(scope="session")
 def indexed(fixtures: Fixtures, tmp_path_factory: pytest.TempPathFactory) -> imguard.Catalog:
     """The fixture catalog, indexed once; read-only for the tests that use it."""
     folder = tmp_path_factory.mktemp("guard")
@@ -112,3 +118,36 @@ def run_script(script: Path, cwd: Path, *args: str | bytes, text: bool = True, *
     env = {**os.environ, "COLUMNS": "240", "NO_COLOR": "1"}
     return subprocess.run([str(script), *args], cwd=cwd, env=env, capture_output=True, text=text, timeout=300,
                           **kwargs)
+
+
+# The peak memory of this process, in bytes: Linux's VmHWM. Not ru_maxrss, which a child started
+# by vfork (subprocess) inherits from its parent, pytest, however big it grew.
+PEAK_MEMORY = """
+def peak_memory():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+"""
+
+# Runs the CLI in this interpreter and reports its peak memory on its last line of stderr,
+# whatever the exit.
+_MEASURED = PEAK_MEMORY + """
+import sys
+from imguard_cli.main import app
+try:
+    app(sys.argv[1:], prog_name="imguard")
+finally:
+    sys.stderr.write(f"\\npeak {peak_memory()}\\n")
+"""
+
+
+def run_measured(cwd: Path, *args: str) -> tuple[subprocess.CompletedProcess, int]:
+    """`imguard ARGS` in a fresh interpreter in `cwd`: its result and its peak memory in bytes
+    (with --jobs 1 the whole scan runs in that one process)."""
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("peak memory is read from /proc (Linux)")
+    env = {**os.environ, "COLUMNS": "240", "NO_COLOR": "1"}
+    done = subprocess.run([sys.executable, "-c", _MEASURED, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+    lines = done.stderr.rstrip().splitlines()
+    assert lines and lines[-1].startswith("peak "), done.stderr
+    return done, int(lines[-1].split()[1])
