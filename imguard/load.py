@@ -8,7 +8,9 @@ Pillow's draft picks: Pillow's pixels (tested), straight into an array without P
 loader and copies, ~10 % less time at the 1/2 draft of a marketplace photo (benchmarks/SPEED.md
 compares the two at 1/8). Pillow decodes the rest: CMYK and YCCK JPEGs (simplejpeg would convert
 them otherwise), anything simplejpeg refuses, and every other format; its errors are the ones
-reported.
+reported. Phone photos: HEIC/HEIF through pillow-heif (its opener registered at the first such
+file), AVIF through Pillow's own support (Pillow 11.3 and later), else pillow-heif's where it has
+one.
 
 Every file is untrusted (see `limits`): only regular files are read, at most `Limits.file_bytes`
 of them; only the formats imguard lists are parsed; and the memory a decode takes is known from
@@ -18,6 +20,7 @@ decoded, and what is decoded is shrunk before any conversion that would copy it 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
@@ -29,16 +32,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import simplejpeg
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError, features
 
 from . import fetch
 from .errors import ImageError
 from .limits import DEFAULT_DECODE_BYTES, Limits, check
 
 # What Pillow may parse (MPO, a camera's JPEG with a second picture inside, opens as JPEG): the
-# formats of sources.IMAGE_SUFFIXES. Pillow knows dozens more, some read through other programs
-# (EPS through Ghostscript): a competitor's file named .jpg must not reach them.
+# formats of sources.IMAGE_SUFFIXES, with HEIF and AVIF (see `_formats`). Pillow knows dozens
+# more, some read through other programs (EPS through Ghostscript): a competitor's file named
+# .jpg must not reach them.
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF")
+# HEIF and AVIF files are ISO base media files: an `ftyp` box first, its type at bytes 4-8.
+_ISOBMFF = b"ftyp"
 
 # EXIF orientations 5–8 swap width and height.
 _SWAPS_AXES = {5, 6, 7, 8}
@@ -121,7 +127,7 @@ def decode(data: bytes, name: str, min_side: int, *, budget: int = DEFAULT_DECOD
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=FORMATS)
+            image = Image.open(io.BytesIO(data), formats=_formats(data))
             width, height = image.size
             _check_pixels(name, width, height)
             max_side = _largest_side(width, height, budget // (2 * OUTPUT_BYTES))
@@ -167,6 +173,31 @@ def decode(data: bytes, name: str, min_side: int, *, budget: int = DEFAULT_DECOD
     # frombuffer(tobytes()) is ~15x faster than np.asarray(image) with current Pillow.
     rgb = np.frombuffer(image.tobytes(), np.uint8).reshape(image.height, image.width, 3)
     return Decoded(rgb=rgb, width=width, height=height, sha256=sha256, nbytes=len(data))
+
+
+@functools.cache
+def _phone_formats() -> tuple[str, ...]:
+    """HEIF and AVIF, as this installation reads them; pillow-heif is imported (and its opener
+    registered) only when a file of theirs comes: most scans never pay for it."""
+    found = []
+    try:
+        import pillow_heif
+    except ImportError:  # a dependency; without it HEIF files are unreadable files
+        pillow_heif = None
+    if pillow_heif is not None:
+        pillow_heif.register_heif_opener()
+        found.append("HEIF")
+    if features.check("avif"):  # Pillow's own AVIF plugin
+        found.append("AVIF")
+    elif pillow_heif is not None and hasattr(pillow_heif, "register_avif_opener"):
+        pillow_heif.register_avif_opener()
+        found.append("AVIF")
+    return tuple(found)
+
+
+def _formats(data: bytes) -> tuple[str, ...]:
+    """The formats Pillow may try on `data`."""
+    return FORMATS + _phone_formats() if data[4:8] == _ISOBMFF else FORMATS
 
 
 def load(path: str | os.PathLike[str], min_side: int, limits: Limits = Limits()) -> Decoded:
@@ -251,8 +282,9 @@ _BUFFER_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;1
 _REDUCIBLE = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "I", "F"})
 _PREMULTIPLIED = frozenset({"LA", "RGBA"})
 # A decoder that fills a buffer of its own before Pillow's: simplejpeg's RGB array (3 bytes a
-# pixel), which Pillow copies when the picture is shrunk or turned.
-_DECODER_BYTES = {"JPEG": 3}
+# pixel), which Pillow copies when the picture is shrunk or turned; libheif's and libavif's (a
+# 6000×4000 photo measured 7 and 9 bytes a pixel in all, Pillow's 4 included).
+_DECODER_BYTES = {"JPEG": 3, "HEIF": 4, "AVIF": 6}
 # Bytes a pixel of the picture returned takes while it is made RGB: Pillow's RGBA copy, a white
 # canvas and the composite of a transparent picture (4 each), its RGB conversion and EXIF turn
 # (4 each), the RGB bytes handed to numpy (3); 16-bit greyscale goes through float64 (8) instead.

@@ -30,7 +30,8 @@ from . import fetch
 from .errors import DependencyError, ImageError, ImguardError, ManifestError, SourceError
 
 IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
+     ".heic", ".heif", ".avif"}
 )
 # Manifest columns with a meaning of their own (any other column is kept as it is). A row names
 # its image in `path` (relative to the manifest) or `url`.
