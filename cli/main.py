@@ -1,8 +1,8 @@
 """The `imguard` command: a thin shell over the library (every command calls one Catalog method).
 
-Exit codes: 0 the run completed (with or without matches); 1 `--fail-on-match` and something
-matched, or `--strict` and a file could not be read; 2 bad usage, a missing catalog, or an
-unreadable folder.
+Exit codes: see `ExitCode` (the help's epilog and README.md say the same). A file that cannot be
+read is never a code of its own, only with --strict; an unexpected exception is a short message,
+its traceback written to a file (or shown with IMGUARD_DEBUG=1), never a bare traceback.
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Iterator
-from enum import Enum
+from enum import Enum, IntEnum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -23,8 +26,24 @@ import imguard
 from imguard import report
 from imguard.fetch import is_remote
 
+
+
+class ExitCode(IntEnum):
+    """The exit codes, all of them (codes 5 and up are left for later ones)."""
+
+    OK = 0  # the run completed, with or without matches
+    FOUND = 1  # --fail-on-match and something matched, or --strict and a file could not be read
+    USAGE = 2  # bad usage, a missing catalog, an unreadable source folder, a refused --prune
+    INTERNAL = 3  # imguard's own failure: a bug, or a broken catalog store
+    NOTHING_READ = 4  # the run had files and every one of them failed (over 1 with --strict)
+
+
 EXIT_CODES = """Exit codes: 0 run completed (matches or not); 1 --fail-on-match and a match was found,
-or --strict and a file could not be read; 2 bad usage, missing catalog or unreadable folder."""
+or --strict and a file could not be read; 2 bad usage, missing catalog, unreadable source folder or
+refused --prune; 3 imguard's own failure (a bug or a broken catalog store: the message says where
+the traceback is); 4 every file of the run failed."""
+# Set to print the traceback of an internal failure on stderr as well.
+DEBUG_VARIABLE = "IMGUARD_DEBUG"
 
 app = typer.Typer(
     help=f"Find copies of your own product images among competitors' images.\n\n{EXIT_CODES}",
@@ -69,8 +88,8 @@ def _out() -> Console:
     return Console(file=sys.stdout, soft_wrap=True, highlight=False, width=width)
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(file=sys.stderr, highlight=False).print(f"imguard: {report.safe_text(message)}", markup=False)
+def _fail(message: str, code: ExitCode = ExitCode.USAGE) -> typer.Exit:
+    Console(file=sys.stderr, highlight=False, soft_wrap=True).print(f"imguard: {report.safe_text(message)}", markup=False)
     return typer.Exit(code)
 
 
@@ -96,11 +115,43 @@ def _progress(label: str, quiet: bool) -> Iterator[imguard.catalog.Progress | No
 
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
-    """imguard's own errors become a message and exit code 2, never a traceback."""
+    """Whatever stops a whole run becomes a message and an exit code, never a traceback: errors
+    imguard raises on purpose exit 2 (a broken store: 3); anything else is a bug (3), whose
+    traceback goes to a file the message names."""
     try:
         yield
+    except (typer.Exit, click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+        raise
+    except imguard.StoreError as exc:
+        raise _fail(f"the catalog store failed: {exc}", ExitCode.INTERNAL) from None
     except imguard.ImguardError as exc:
         raise _fail(str(exc)) from None
+    except Exception as exc:
+        raise _fail(f"internal error ({type(exc).__name__}: {exc}); {_keep_traceback()}", ExitCode.INTERNAL) from None
+
+
+def _keep_traceback() -> str:
+    """Write the traceback being handled to a file (and to stderr with IMGUARD_DEBUG=1); say where."""
+    text = traceback.format_exc()
+    if os.environ.get(DEBUG_VARIABLE):
+        sys.stderr.write(text)
+    try:
+        fd, path = tempfile.mkstemp(prefix="imguard-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as handle:
+            handle.write(text)
+    except OSError:
+        sys.stderr.write(text)
+        return "the traceback is above; please report it"
+    return f"the traceback is in {path} (or set {DEBUG_VARIABLE}=1 to print it); please report it"
+
+
+def _end(nothing_read: bool, tried: int, *, strict: bool, failed: bool, found: bool) -> None:
+    """The exit of a run that completed: 4 when every file failed (it says so), 1 for --strict and
+    a failed file or --fail-on-match and a match, else 0."""
+    if nothing_read:
+        raise _fail(f"none of the {tried} file(s) could be read", ExitCode.NOTHING_READ)
+    if (strict and failed) or found:
+        raise typer.Exit(ExitCode.FOUND)
 
 
 def _open(db: Path) -> imguard.Catalog:
@@ -131,14 +182,15 @@ def index(
                                  progress=progress, limits=_limits(max_file_mb, max_decode_mb, time_limit))
             data = result.as_dict()
             data["images"] = len(catalog)
-    out = _out()
-    if fmt is Format.table:
-        if result.errors:
-            report.print_table(data["errors"], ("path", "error"), out, title="files that could not be read")
-        summary = {k: data[k] for k in ("images", "added", "updated", "unchanged", "removed", "seconds")}
-        report.print_table(report.mapping_rows(summary), ("key", "value"), out, title="catalog")
-    else:
-        report.emit(data, data["errors"], ("path", "error"), fmt.value, out)
+        out = _out()
+        if fmt is Format.table:
+            if result.errors:
+                report.print_table(data["errors"], ("path", "error"), out, title="files that could not be read")
+            summary = {k: data[k] for k in ("images", "added", "updated", "unchanged", "removed", "seconds")}
+            report.print_table(report.mapping_rows(summary), ("key", "value"), out, title="catalog")
+        else:
+            report.emit(data, data["errors"], ("path", "error"), fmt.value, out)
+        _end(result.nothing_read, len(result.errors), strict=False, failed=False, found=False)
 
 
 @app.command(epilog=EXIT_CODES)
@@ -174,29 +226,28 @@ def scan(
                                engine=engine.value, scheduler=scheduler,
                                limits=_limits(max_file_mb, max_decode_mb, time_limit))
             matches = list(run)
-    payload = report.scan_payload(matches, run.errors, run.stats)
-    rows = [report.match_row(m) for m in report.sorted_matches(matches)]
-    out = _out()
-    report.emit(payload, rows, report.MATCH_COLUMNS, fmt.value, out, title="matches",
-                table_columns=report.TABLE_COLUMNS)
-    if fmt is Format.table:
-        if run.errors:
-            report.print_table(payload["errors"], ("path", "error"), out, title="files that could not be read")
-        s = run.stats
-        out.print(f"{s['queries']} images scanned, {s['matched_queries']} with a match, "
-                  f"{s['errors']} unreadable, {s['seconds']:.1f} s", markup=False)
-    if strict and run.errors:
-        raise typer.Exit(1)
-    if fail_on_match and matches:
-        raise typer.Exit(1)
+        payload = report.scan_payload(matches, run.errors, run.stats)
+        rows = [report.match_row(m) for m in report.sorted_matches(matches)]
+        out = _out()
+        report.emit(payload, rows, report.MATCH_COLUMNS, fmt.value, out, title="matches",
+                    table_columns=report.TABLE_COLUMNS)
+        if fmt is Format.table:
+            if run.errors:
+                report.print_table(payload["errors"], ("path", "error"), out, title="files that could not be read")
+            s = run.stats
+            out.print(f"{s['queries']} images scanned, {s['matched_queries']} with a match, "
+                      f"{s['errors']} unreadable, {s['seconds']:.1f} s", markup=False)
+        _end(run.nothing_read, run.stats["errors"], strict=strict, failed=bool(run.errors),
+             found=fail_on_match and bool(matches))
 
 
 @app.command(epilog=EXIT_CODES)
 def rebuild(db: DbOption = Path("imguard-db")) -> None:
     """Rebuild the FAISS indexes from the SQLite store (they are derived data)."""
-    with _errors(), _open(db) as catalog:
-        index = catalog.rebuild()
-    _out().print(f"rebuilt: {index.phash.size} images, {index.features.size} local features", markup=False)
+    with _errors():
+        with _open(db) as catalog:
+            index = catalog.rebuild()
+        _out().print(f"rebuilt: {index.phash.size} images, {index.features.size} local features", markup=False)
 
 
 @app.command(epilog=EXIT_CODES)
@@ -205,9 +256,10 @@ def stats(
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
 ) -> None:
     """What the catalog holds."""
-    with _errors(), _open(db) as catalog:
-        data = catalog.stats()
-    report.emit(data, report.mapping_rows(data), ("key", "value"), fmt.value, _out(), title="catalog")
+    with _errors():
+        with _open(db) as catalog:
+            data = catalog.stats()
+        report.emit(data, report.mapping_rows(data), ("key", "value"), fmt.value, _out(), title="catalog")
 
 
 def main() -> None:  # pragma: no cover - console-script shim

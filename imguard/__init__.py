@@ -9,7 +9,7 @@
 
 from ._version import __version__
 from .catalog import Catalog, IndexResult, ScanRun
-from .errors import CatalogError, DependencyError, ImageError, ImguardError, ManifestError, SourceError
+from .errors import CatalogError, DependencyError, ImageError, ImguardError, ManifestError, SourceError, StoreError
 from .fingerprint import Fingerprint, fingerprint_file
 from .limits import Limits
 from .scan import DEFAULT_THRESHOLD, Evidence, Explanation, Match, ScanError
@@ -34,6 +34,7 @@ __all__ = [
     "ScanError",
     "ScanRun",
     "SourceError",
+    "StoreError",
     "fingerprint_file",
     "iter_records",
     "read_manifest",

@@ -38,6 +38,11 @@ class IndexResult:
     errors: list[ScanError] = field(default_factory=list)
     seconds: float = 0.0
 
+    @property
+    def nothing_read(self) -> bool:
+        """Did every file of the run fail? (Errors, and not one file indexed or found unchanged.)"""
+        return bool(self.errors) and not (self.added or self.updated or self.unchanged)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "added": self.added, "updated": self.updated, "unchanged": self.unchanged,
@@ -52,6 +57,7 @@ class ScanRun:
 
     def __init__(self, outcomes: Iterator[scan.Outcome]) -> None:
         self._outcomes = outcomes
+        self._read = 0  # files read and matched (with or without a match)
         self.errors: list[ScanError] = []
         self.stats: dict[str, Any] = {"queries": 0, "matched_queries": 0, "matches": 0, "errors": 0,
                                       "fast_path": 0, "seconds": 0.0}
@@ -64,6 +70,7 @@ class ScanRun:
                 self.errors.append(outcome.error)
                 self.stats["errors"] += 1
                 continue
+            self._read += 1
             self.stats["fast_path"] += outcome.fast_path
             if outcome.matches:
                 self.stats["matched_queries"] += 1
@@ -71,6 +78,11 @@ class ScanRun:
             yield from outcome.matches
             self.stats["seconds"] = round(time.perf_counter() - start, 3)
         self.stats["seconds"] = round(time.perf_counter() - start, 3)
+
+    @property
+    def nothing_read(self) -> bool:
+        """Did every file of the run fail? (After the iteration: errors, and not one file read.)"""
+        return bool(self.errors) and not self._read
 
 
 def _fingerprint_chunk(limits: Limits, items: list[tuple[str, str, float]]) -> list[tuple[tuple[str, str, float], Fingerprint | ScanError]]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from .errors import StoreError
 from .store import Store
 
 INDEX_FORMAT = 3  # 3: lists centred by k-medians; coarse probes set by `tune`
@@ -256,18 +257,22 @@ class CatalogIndex:
     @classmethod
     def build(cls, store: Store) -> CatalogIndex:
         """Built from one snapshot of the store: an `index` run writing meanwhile cannot mix
-        two generations into one index."""
-        with store.snapshot():
-            generation = store.generation
-            ids, phashes, dhashes = store.hash_table()
-            features = build_streamed(256, store.descriptor_count(), store.iter_descriptor_batches,
-                                      exact_limit=FEATURE_EXACT_LIMIT, nprobe=FEATURE_NPROBE)
-        return cls(
-            generation=generation,
-            phash=build_binary(ids, phashes, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
-            dhash=build_binary(ids, dhashes, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
-            features=features,
-        )
+        two generations into one index. FAISS's failures (it raises RuntimeError) and running out
+        of memory are StoreErrors."""
+        try:
+            with store.snapshot():
+                generation = store.generation
+                ids, phashes, dhashes = store.hash_table()
+                features = build_streamed(256, store.descriptor_count(), store.iter_descriptor_batches,
+                                          exact_limit=FEATURE_EXACT_LIMIT, nprobe=FEATURE_NPROBE)
+            return cls(
+                generation=generation,
+                phash=build_binary(ids, phashes, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
+                dhash=build_binary(ids, dhashes, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
+                features=features,
+            )
+        except (RuntimeError, MemoryError) as exc:
+            raise StoreError(f"{store.path}: building the FAISS indexes failed ({type(exc).__name__}: {exc})") from exc
 
     def save(self, folder: str, catalog_id: str) -> None:
         """Write every file atomically (temp file + rename); the JSON stamp goes last."""

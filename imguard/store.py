@@ -8,19 +8,21 @@ history) add tables through migrations instead of a rewrite.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ._version import __version__
-from .errors import CatalogError
+from .errors import CatalogError, StoreError
 from .fingerprint import FINGERPRINT_VERSION, Fingerprint
 
 # 2: images.fingerprint_version (a catalog fingerprinted by an older imguard is re-fingerprinted)
@@ -99,6 +101,33 @@ def _path(value: str | bytes) -> str:
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guarded(method: F) -> F:
+    """A Store method whose SQLite (or file) errors become a StoreError naming the store and what
+    failed: a corrupt page, an I/O error or a full disk is the catalog's failure, not a bug."""
+    def failure(self: Store, exc: Exception) -> StoreError:
+        return StoreError(f"{self.path}: {method.__name__.strip('_')} failed ({type(exc).__name__}: {exc})")
+
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def generator(self: Store, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return (yield from method(self, *args, **kwargs))
+            except (sqlite3.Error, OSError) as exc:
+                raise failure(self, exc) from exc
+        return generator  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def call(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.Error, OSError) as exc:
+            raise failure(self, exc) from exc
+    return call  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class Reference:
     """A catalog image as a match needs it: where it is, what it is, and its verification data."""
@@ -129,7 +158,7 @@ class FileState:
 
 class Store:
     """SQLite store of the catalog. Writes happen in short transactions, so that a crash or a kill
-    loses at most the chunk being written."""
+    loses at most the chunk being written. Its SQLite errors are StoreErrors."""
 
     def __init__(self, connection: sqlite3.Connection, path: str) -> None:
         self._db = connection
@@ -159,10 +188,11 @@ class Store:
             if not readonly:
                 store._migrate()
             store._check_version()
-        except sqlite3.DatabaseError as exc:
-            raise CatalogError(f"{path}: not a readable imguard catalog ({exc})") from exc
+        except sqlite3.Error as exc:  # a corrupt file, an I/O error: a broken store
+            raise StoreError(f"{path}: not a readable imguard catalog ({exc})") from exc
         return store
 
+    @_guarded
     def close(self) -> None:
         self._db.close()
 
@@ -231,15 +261,18 @@ class Store:
         self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     @property
+    @_guarded
     def schema_version(self) -> int:
         return int(self._meta("schema_version") or 0)
 
     @property
+    @_guarded
     def catalog_id(self) -> str:
         """Random id of this store: index files built from another store are never taken as current."""
         return self._meta("catalog_id") or ""
 
     @property
+    @_guarded
     def generation(self) -> int:
         """Bumped by every change to the catalog: derived indexes record the one they were built from."""
         return int(self._meta("generation") or 0)
@@ -251,6 +284,7 @@ class Store:
 
     # -- writes -----------------------------------------------------------------------------
 
+    @_guarded
     def put_many(self, rows: Iterable[tuple[str, str, float, Fingerprint, dict[str, str] | None]]) -> int:
         """Insert or update (path, abspath, mtime, fingerprint, metadata) rows in one transaction.
 
@@ -295,6 +329,7 @@ class Store:
             (*known, json.dumps(extra) if extra else None, image_id),
         )
 
+    @_guarded
     def set_metadata(self, abspath: str, metadata: dict[str, str]) -> bool:
         with self._db:
             row = self._db.execute("SELECT id FROM images WHERE abspath = ?", (_db_path(abspath),)).fetchone()
@@ -302,6 +337,7 @@ class Store:
                 self._write_metadata(row[0], metadata)
         return row is not None
 
+    @_guarded
     def delete(self, ids: Iterable[int]) -> int:
         ids = list(ids)
         if not ids:
@@ -314,6 +350,7 @@ class Store:
     # -- reads ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
+    @_guarded
     def snapshot(self) -> Iterator[None]:
         """Reads inside see one state of the store (a read transaction; in WAL mode writers go
         on meanwhile): an index built by several reads is built from one generation. For reads
@@ -327,9 +364,11 @@ class Store:
         finally:
             self._db.rollback()  # nothing to keep: the snapshot only read
 
+    @_guarded
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
+    @_guarded
     def file_states(self) -> dict[str, FileState]:
         """abspath → what was indexed: the basis of incremental re-indexing and pruning."""
         return {
@@ -337,15 +376,18 @@ class Store:
             for row in self._db.execute("SELECT abspath, id, sha256, nbytes, mtime, fingerprint_version FROM images")
         }
 
+    @_guarded
     def outdated(self) -> list[str]:
         """Paths of images fingerprinted by an older imguard: their hashes do not compare with
         this version's, so they must be fingerprinted again before a scan."""
         return [_path(r[0]) for r in self._db.execute(
             "SELECT path FROM images WHERE fingerprint_version != ? ORDER BY id", (FINGERPRINT_VERSION,))]
 
+    @_guarded
     def ids_with_sha256(self, sha256: str) -> list[int]:
         return [r[0] for r in self._db.execute("SELECT id FROM images WHERE sha256 = ? ORDER BY id", (sha256,))]
 
+    @_guarded
     def hash_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, pHash codes n×8, dHash codes n×8), ordered by id."""
         rows = self._db.execute("SELECT id, phash, dhash FROM images ORDER BY id").fetchall()
@@ -354,9 +396,11 @@ class Store:
         dhashes = np.frombuffer(b"".join(r[2] for r in rows), np.uint8).reshape(-1, 8)
         return ids, phashes, dhashes
 
+    @_guarded
     def descriptor_count(self) -> int:
         return int(self._db.execute("SELECT COALESCE(SUM(LENGTH(descriptors)), 0) / 32 FROM features").fetchone()[0])
 
+    @_guarded
     def iter_descriptor_batches(self, batch: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(owner image ids, descriptors N×32) of `batch` catalog images at a time, by image id:
         the whole catalog's descriptors never sit in memory at once."""
@@ -366,6 +410,7 @@ class Store:
             owners = np.repeat(np.array([r[0] for r in rows], np.int64), counts)
             yield owners, np.frombuffer(b"".join(blob for _, blob in rows), np.uint8).reshape(-1, 32)
 
+    @_guarded
     def reference(self, image_id: int, *, with_features: bool = True) -> Reference:
         row = self._db.execute(
             "SELECT id, path, sha256, width, height, box_x0, box_y0, box_x1, box_y1, view_w, view_h,"
@@ -393,6 +438,7 @@ class Store:
             hashes={"phash": row[16], "dhash": row[17]}, indexed_at=row[18], **extras,
         )
 
+    @_guarded
     def stats(self) -> dict[str, Any]:
         images, nbytes = self._db.execute("SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM images").fetchone()
         with_metadata = self._db.execute(

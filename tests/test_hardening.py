@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -12,12 +13,13 @@ import subprocess
 import sys
 import threading
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 import imguard
-from imguard import load, limits
+from imguard import fingerprint, limits, load, scan
 
 from conftest import PEAK_MEMORY, run_measured, run_script
 
@@ -180,3 +182,40 @@ def test_the_time_limit_holds_in_index_and_scan_workers(fixtures, indexed, catal
     run = indexed.scan(fixtures.competitors, jobs=jobs, limits=instant)
     assert list(run) == [] and run.stats["errors"] == run.stats["queries"] == len(fixtures.expected)
     assert all("time limit" in e.error for e in run.errors)
+
+
+ERRORS = {  # what a library raises when a hostile file breaks it
+    "the store": lambda: imguard.StoreError("catalog.sqlite: database disk image is malformed"),
+    "OpenCV": lambda: cv2.error("OpenCV(4.x) resize.cpp: error: (-215:Assertion failed) in function 'resize'"),
+    "FAISS": lambda: RuntimeError("Error in faiss::IndexBinaryFlat::search: k > ntotal"),
+    "numpy": lambda: ValueError("array is too big; `arr.size * arr.dtype.itemsize` is larger than the maximum"),
+}
+
+
+@pytest.mark.parametrize("where", sorted(ERRORS))
+def test_a_failure_inside_one_file_is_that_files_error(fixtures, indexed, monkeypatch, where):
+    """Whatever raises while one file is decoded or matched (the store, OpenCV, FAISS, numpy),
+    that file is an error saying what failed, and the other files of its chunk still match."""
+    names = ["coffee__crop90.jpg", "rocket__thumb300.jpg", "chelsea__jpeg40.jpg", "astronaut__mirror.jpg"]
+    decoded_victim, matched_victim = (str(fixtures.competitor(n)) for n in names[:2])
+    decoded_sha = hashlib.sha256(fixtures.competitor(names[0]).read_bytes()).hexdigest()
+    canonical_view, match_queries = fingerprint.canonical_view, scan.Matcher._match_queries
+
+    def view(decoded, *args, **kwargs):
+        if decoded.sha256 == decoded_sha:
+            raise ERRORS[where]()
+        return canonical_view(decoded, *args, **kwargs)
+
+    def match(self, batch):
+        if any(q.path == matched_victim for _, q in batch):
+            raise ERRORS[where]()
+        return match_queries(self, batch)
+
+    monkeypatch.setattr(fingerprint, "canonical_view", view)
+    monkeypatch.setattr(scan.Matcher, "_match_queries", match)
+    run = indexed.scan([fixtures.competitor(n) for n in names], jobs=1)
+    found = {os.path.basename(m.query) for m in run}
+    kind = type(ERRORS[where]()).__name__
+    assert sorted((e.path, e.error.split(" (")[0], kind in e.error) for e in run.errors) == [
+        (decoded_victim, "cannot process image", True), (matched_victim, "matching failed", True)]
+    assert found == set(names[2:])
