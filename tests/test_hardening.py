@@ -17,9 +17,11 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
 import imguard
 from imguard import fingerprint, limits, load, scan
+from imguard_cli.main import app
 
 from conftest import PEAK_MEMORY, run_measured, run_script
 
@@ -219,3 +221,79 @@ def test_a_failure_inside_one_file_is_that_files_error(fixtures, indexed, monkey
     assert sorted((e.path, e.error.split(" (")[0], kind in e.error) for e in run.errors) == [
         (decoded_victim, "cannot process image", True), (matched_victim, "matching failed", True)]
     assert found == set(names[2:])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/zero"), reason="needs FIFOs and /dev/zero")
+def test_fifos_and_devices_are_errors_never_read(script, fixtures, indexed, tmp_path):
+    """A manifest row naming a FIFO hung the scan forever, one naming /dev/zero read until Python
+    ran out of memory. Both, named by a manifest, walked in a folder or given as the source, are
+    errors of their own (never opened for reading), and the run ends."""
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    os.mkfifo(shop / "stuck.jpg")
+    os.symlink("/dev/zero", shop / "zero.jpg")
+    shutil.copyfile(fixtures.competitor("chelsea__resize.jpg"), shop / "chelsea.jpg")
+    (shop / "manifest.csv").write_text("path\nstuck.jpg\nzero.jpg\n/dev/zero\nchelsea.jpg\n")
+    not_regular = "not a regular file (a device, FIFO or socket is never read)"
+    outside = "leads outside the manifest's folder (allow its folder explicitly to read it)"
+    cases = {
+        "shop/manifest.csv": {"shop/stuck.jpg": not_regular, "shop/manifest.csv:3": f"manifest row: zero.jpg: {outside}",
+                              "shop/manifest.csv:4": f"manifest row: /dev/zero: {outside}"},
+        "shop": {"shop/stuck.jpg": not_regular, "shop/zero.jpg": not_regular},
+    }
+    for source, errors in cases.items():
+        done = run_script_json(script, tmp_path, "scan", source, "--db", indexed.folder)
+        assert {e["path"]: e["error"] for e in done["errors"]} == errors, source
+        assert [os.path.basename(m["reference"]) for m in done["matches"]] == ["chelsea.jpg"]
+    devices = ["/dev/zero", str(shop / "stuck.jpg")]
+    done = run_script(script, tmp_path, "scan", *devices, "--db", indexed.folder, "--format", "json", "--quiet")
+    assert done.returncode == 4, done.stderr  # its only files failed
+    assert json.loads(done.stdout)["errors"] == [{"path": d, "error": not_regular} for d in sorted(devices)]
+    done = run_script(script, tmp_path, "index", "shop", "--db", "guard", "--format", "json", "--quiet")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["added"] == 1 and sorted(e["path"] for e in data["errors"]) == ["shop/stuck.jpg", "shop/zero.jpg"]
+
+
+HOSTILE_NAME = "red chair\n\u202egnp.jpg"  # a newline, and a right-to-left override: "red chair" / "jpg.png"
+SHOWN_NAME = "red chair\\u000a\\u202egnp.jpg"
+
+
+def test_names_with_newlines_and_bidi_controls_are_indexed_scanned_and_shown_safely(fixtures, tmp_path, monkeypatch):
+    """A name with a newline (one record becomes two lines) or a bidi override (the text shown is
+    not the name) is indexed and scanned as it is: JSON gives it back exactly, tables and CSV show
+    its controls as visible escapes, in matches and in the errors."""
+    for folder, source in (("catalog", fixtures.catalog / "chelsea.jpg"),
+                           ("shop", fixtures.competitor("chelsea__resize.jpg"))):
+        (tmp_path / folder).mkdir()
+        shutil.copyfile(source, tmp_path / folder / HOSTILE_NAME)
+    (tmp_path / "shop" / f"broken {HOSTILE_NAME}").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+
+    def cli(*args: str) -> str:
+        result = CliRunner().invoke(app, [*args, "--quiet", "--jobs", "1"], env={"COLUMNS": "240", "NO_COLOR": "1"},
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert "\u202e" not in result.stdout  # escaped, as every format and control character
+        return result.stdout
+
+    assert json.loads(cli("index", "catalog", "--db", "guard", "--format", "json"))["added"] == 1
+    scanned = json.loads(cli("scan", "shop", "--db", "guard", "--format", "json"))
+    [match] = scanned["matches"]
+    assert (match["query"], match["reference"]) == (f"shop/{HOSTILE_NAME}", f"catalog/{HOSTILE_NAME}")
+    assert [e["path"] for e in scanned["errors"]] == [f"shop/broken {HOSTILE_NAME}"]
+    # index: its errors (the broken file) in another catalog; scan: the match and the error
+    for command in (["index", "catalog", "shop", "--db", "more"], ["scan", "shop", "--db", "guard"]):
+        for fmt in ("table", "csv"):
+            shown = cli(*command, "--format", fmt)
+            assert HOSTILE_NAME not in shown and SHOWN_NAME in shown, (command, fmt, shown)
+            if fmt == "csv" and command[0] == "scan":
+                rows = list(csv.DictReader(io.StringIO(shown)))
+                assert [(r["query"], r["reference"]) for r in rows] == [(f"shop/{SHOWN_NAME}", f"catalog/{SHOWN_NAME}")]
+
+
+def run_script_json(script, cwd, *args: str) -> dict:
+    """The JSON output of `imguard ARGS --format json --quiet` (exit 0)."""
+    done = run_script(script, cwd, *args, "--format", "json", "--quiet")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
