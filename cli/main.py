@@ -163,7 +163,8 @@ def index(
     sources: Annotated[list[Path], typer.Argument(help="Image files or folders (walked recursively).")],
     db: DbOption = Path("imguard-db"),
     manifest: Annotated[Optional[Path], typer.Option(help="CSV: path, and any of sku, asin, url, title.")] = None,
-    prune: Annotated[bool, typer.Option(help="Drop catalog entries whose files are gone.")] = False,
+    prune: Annotated[bool, typer.Option(help="Drop catalog entries whose files are gone (refused when a folder of theirs is missing or empty).")] = False,
+    force_prune: Annotated[bool, typer.Option(help="--prune even when a folder of theirs is missing or empty (an unmounted drive looks the same).")] = False,
     jobs: JobsOption = None,
     quiet: QuietOption = False,
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
@@ -178,7 +179,8 @@ def index(
                 raise _fail(f"{source}: no such file or folder")
         catalog = imguard.Catalog.open(db)
         with catalog, _progress("indexing", quiet) as progress:
-            result = catalog.add([str(s) for s in sources], manifest=manifest, prune=prune, jobs=jobs,
+            result = catalog.add([str(s) for s in sources], manifest=manifest, prune=prune,
+                                 force_prune=force_prune, jobs=jobs,
                                  progress=progress, limits=_limits(max_file_mb, max_decode_mb, time_limit))
             data = result.as_dict()
             data["images"] = len(catalog)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import functools
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import engine, scan
-from .errors import CatalogError
+from .errors import CatalogError, SourceError
 from .fingerprint import FINGERPRINT_VERSION, Fingerprint, fingerprint_file
 from .index import CatalogIndex
 from .limits import Limits
@@ -129,14 +130,22 @@ class Catalog:
     # -- indexing ---------------------------------------------------------------------------
 
     def add(self, sources: Sources, *, manifest: PathLike | None = None, prune: bool = False,
-            jobs: int | None = None, progress: Progress | None = None, limits: Limits = Limits()) -> IndexResult:
+            force_prune: bool = False, jobs: int | None = None, progress: Progress | None = None,
+            limits: Limits = Limits()) -> IndexResult:
         """Index image files and folders (recursively). Only new or changed files are
-        fingerprinted; `prune` drops entries whose files are gone; `manifest` is a CSV of
-        metadata (columns: path, and any of sku, asin, listing_url, title; others are kept).
-        Manifest rows that name no readable file, or no file among `sources`, are errors, and so
-        is a file over `limits` (bytes, memory to decode, seconds)."""
+        fingerprinted; `manifest` is a CSV of metadata (columns: path, and any of sku, asin,
+        listing_url, title; others are kept). Manifest rows that name no readable file, or no file
+        among `sources`, are errors, and so is a file over `limits` (bytes, memory to decode,
+        seconds).
+
+        `prune` drops the entries whose files are gone, anywhere in the catalog. When a folder that
+        held some of them is itself missing or empty (so would be a drive not mounted), it raises
+        SourceError before anything is done, unless `force_prune` (which prunes too)."""
         start = time.perf_counter()
         result = IndexResult()
+        known = self.store.file_states()
+        if prune and not force_prune:
+            _refuse_vanished(known)
 
         def unreadable(path: str, reason: str) -> None:
             result.errors.append(ScanError(path, reason))
@@ -147,7 +156,6 @@ class Catalog:
             roots = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
             rows = read_manifest(manifest, on_error=unreadable, allowed_roots=roots, local_only=True)
             metadata = {os.path.abspath(r.location): r.metadata for r in rows}
-        known = self.store.file_states()
         seen: set[str] = set()
 
         def todo() -> Iterator[tuple[str, str, float]]:
@@ -189,15 +197,19 @@ class Catalog:
                 unreadable(os.fspath(manifest), f"{abspath}: in the manifest, but not among the files indexed")
             elif abspath in known:
                 self.store.set_metadata(abspath, meta)
-        if prune:
+        if prune or force_prune:
             result.removed = self.store.delete(_gone(known))
         self._index = CatalogIndex.for_store(self.store, self.folder)
         result.seconds = time.perf_counter() - start
         return result
 
-    def prune(self) -> int:
-        """Drop catalog entries whose files are gone; returns how many."""
-        removed = self.store.delete(_gone(self.store.file_states()))
+    def prune(self, *, force: bool = False) -> int:
+        """Drop catalog entries whose files are gone; returns how many. Refuses (SourceError) when
+        a folder that held some of them is missing or empty, unless `force` (see `add`)."""
+        states = self.store.file_states()
+        if not force:
+            _refuse_vanished(states)
+        removed = self.store.delete(_gone(states))
         if removed:
             self._index = CatalogIndex.for_store(self.store, self.folder)
         return removed
@@ -283,3 +295,27 @@ def _runner(kind: str, jobs: int | None, scheduler: Any) -> Callable[..., Iterat
 def _gone(states: dict[str, FileState]) -> list[int]:
     """Ids of catalog entries whose files no longer exist."""
     return [state.id for path, state in states.items() if not os.path.exists(path)]
+
+
+def _refuse_vanished(states: dict[str, FileState]) -> None:
+    """SourceError when a folder that held catalog images whose files are gone is itself missing,
+    empty or unreadable: an unmounted drive (its mount point empty, its folders missing) must not
+    empty the catalog of everything indexed from it."""
+    folders = Counter(os.path.dirname(path) for path in states if not os.path.exists(path))
+    vanished = sorted(folder for folder in folders if not _holds_anything(folder))
+    if vanished:
+        count = sum(folders[folder] for folder in vanished)
+        more = f" and {len(vanished) - 1} more" if len(vanished) > 1 else ""
+        raise SourceError(
+            f"not pruning: {count} catalog image(s) are in folders that are missing or empty ({vanished[0]}"
+            f"{more}), as they would be on a drive that is not mounted. Nothing was changed; "
+            "to drop them, prune with force (--force-prune)"
+        )
+
+
+def _holds_anything(folder: str) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return any(True for _ in entries)
+    except OSError:  # missing, or unreadable: its files may be there
+        return False

@@ -105,6 +105,31 @@ def test_prune_drops_deleted_files(catalog_copy, tmp_path):
         assert "rocket.jpg" not in references and "ihc.png" not in references
 
 
+def test_prune_refuses_when_a_folder_is_missing_or_empty(fixtures, tmp_path):
+    """An unmounted drive shows its folders missing, or its mount point empty: --prune would empty
+    the catalog of everything indexed from it. It refuses, before anything is done, unless forced."""
+    drive, photos = tmp_path / "drive", tmp_path / "photos"
+    shutil.copytree(fixtures.catalog, drive / "shoes")
+    shutil.copytree(fixtures.catalog, photos)
+    n = len(fixtures.catalog_names)
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        assert cat.add([drive, photos], jobs=1).added == 2 * n
+        shutil.copyfile(fixtures.competitor("unrelated__moon.png"), photos / "moon.png")  # not added: refused first
+        for unmounted in ("missing", "empty"):
+            shutil.rmtree(drive / "shoes", ignore_errors=True)
+            if unmounted == "empty":
+                (drive / "shoes").mkdir()
+            with pytest.raises(imguard.SourceError, match="not pruning: 7 catalog image.*shoes.*force"):
+                cat.add(photos, prune=True, jobs=1)
+            with pytest.raises(imguard.SourceError, match="not pruning"):
+                cat.prune()
+            assert len(cat) == 2 * n
+        (photos / "moon.png").unlink()
+        (photos / "rocket.jpg").unlink()  # its folder holds the others: pruned without force
+        forced = cat.add(photos, force_prune=True, jobs=1)
+        assert (forced.removed, forced.unchanged, len(cat)) == (n + 1, n - 1, n - 1)
+
+
 def test_errors_while_indexing_are_collected(fixtures, tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()

@@ -104,6 +104,19 @@ def test_index_with_manifest_and_prune(cli, workdir, tmp_path):
     (images / "rocket.jpg").unlink()
     pruned = cli("index", str(images), "--db", db, "--prune", "--quiet", "--jobs", "1", "--format", "json")
     assert json.loads(pruned.stdout)["removed"] == 1
+    (images / "coffee.jpg").unlink()
+    (images / "coffee_hue.jpg").unlink()
+    shutil.move(images / "chelsea.jpg", images / "sub-chelsea.jpg")
+    empty_drive = tmp_path / "drive"
+    empty_drive.mkdir()
+    shutil.copyfile(workdir / "catalog" / "chelsea.jpg", empty_drive / "chelsea.jpg")
+    assert cli("index", str(empty_drive), "--db", db, "--quiet", "--jobs", "1").exit_code == 0
+    (empty_drive / "chelsea.jpg").unlink()  # the drive's mount point, empty
+    refused = cli("index", str(images), "--db", db, "--prune", "--quiet", "--jobs", "1", "--format", "json")
+    assert refused.exit_code == 2 and "not pruning: 1 catalog image(s)" in refused.stderr
+    assert "--force-prune" in refused.stderr and refused.stdout == ""
+    forced = cli("index", str(images), "--db", db, "--force-prune", "--quiet", "--jobs", "1", "--format", "json")
+    assert forced.exit_code == 0 and json.loads(forced.stdout)["removed"] == 4  # 2 deleted, 1 renamed, the drive's
     bad = tmp_path / "bad.csv"
     bad.write_text("file,sku\nx.jpg,1\n")
     result = cli("index", str(images), "--db", db, "--manifest", str(bad), "--quiet")
