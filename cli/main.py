@@ -154,8 +154,9 @@ def _end(nothing_read: bool, tried: int, *, strict: bool, failed: bool, found: b
         raise typer.Exit(ExitCode.FOUND)
 
 
-def _open(db: Path) -> imguard.Catalog:
-    return imguard.Catalog.open(db, create=False)
+def _open(db: Path, *, readonly: bool = False) -> imguard.Catalog:
+    """An existing catalog; readers (scan, stats) open it read-only: see Catalog.open."""
+    return imguard.Catalog.open(db, create=False, readonly=readonly)
 
 
 @app.command(epilog=EXIT_CODES)
@@ -222,7 +223,7 @@ def scan(
                 raise _fail(f"{source}: no such file or folder")
         if engine is Engine.dask and not scheduler:
             raise _fail("--engine dask needs --scheduler ADDRESS")
-        catalog = _open(db)
+        catalog = _open(db, readonly=True)
         with catalog, _progress("scanning", quiet) as progress:
             run = catalog.scan(sources, threshold=threshold, top=top, jobs=jobs, progress=progress,
                                engine=engine.value, scheduler=scheduler,
@@ -259,7 +260,7 @@ def stats(
 ) -> None:
     """What the catalog holds."""
     with _errors():
-        with _open(db) as catalog:
+        with _open(db, readonly=True) as catalog:
             data = catalog.stats()
         report.emit(data, report.mapping_rows(data), ("key", "value"), fmt.value, _out(), title="catalog")
 

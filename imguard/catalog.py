@@ -103,17 +103,33 @@ def _match_chunk(matcher: Matcher, records: list[Record]) -> list[scan.Outcome]:
 class Catalog:
     """A folder holding the catalog store (SQLite, the truth) and its FAISS indexes."""
 
-    def __init__(self, folder: str, store: Store) -> None:
+    def __init__(self, folder: str, store: Store, *, readonly: bool = False) -> None:
         self.folder = folder
         self.store = store
+        self.readonly = readonly
         self._index: CatalogIndex | None = None
 
     @classmethod
-    def open(cls, folder: PathLike, *, create: bool = True) -> Catalog:
+    def open(cls, folder: PathLike, *, create: bool = True, readonly: bool = False) -> Catalog:
         """Open the catalog in `folder`; create it when missing (unless `create=False`, then a
-        missing catalog raises CatalogError)."""
+        missing catalog raises CatalogError).
+
+        `readonly` (what `scan` and `stats` use): nothing in the folder is written or locked, so
+        that a catalog on read-only media can be scanned and an `index` running meanwhile never
+        waits for a reader; index files that are missing or stale are built in memory instead
+        of saved. `add`, `prune` and `rebuild` then raise CatalogError."""
         folder = os.fspath(folder)
+        if readonly:
+            return cls(folder, Store.open(folder, create=False, readonly=True), readonly=True)
         return cls(folder, Store.open(folder, create=create))
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise CatalogError(f"{self.folder}: the catalog was opened read-only")
+
+    def _derive_index(self, *, rebuild: bool = False) -> CatalogIndex:
+        self._index = CatalogIndex.for_store(self.store, self.folder, rebuild=rebuild, save=not self.readonly)
+        return self._index
 
     def close(self) -> None:
         self.store.close()
@@ -141,6 +157,7 @@ class Catalog:
         `prune` drops the entries whose files are gone, anywhere in the catalog. When a folder that
         held some of them is itself missing or empty (so would be a drive not mounted), it raises
         SourceError before anything is done, unless `force_prune` (which prunes too)."""
+        self._writable()
         start = time.perf_counter()
         result = IndexResult()
         known = self.store.file_states()
@@ -199,31 +216,32 @@ class Catalog:
                 self.store.set_metadata(abspath, meta)
         if prune or force_prune:
             result.removed = self.store.delete(_gone(known))
-        self._index = CatalogIndex.for_store(self.store, self.folder)
+        self._derive_index()
         result.seconds = time.perf_counter() - start
         return result
 
     def prune(self, *, force: bool = False) -> int:
         """Drop catalog entries whose files are gone; returns how many. Refuses (SourceError) when
         a folder that held some of them is missing or empty, unless `force` (see `add`)."""
+        self._writable()
         states = self.store.file_states()
         if not force:
             _refuse_vanished(states)
         removed = self.store.delete(_gone(states))
         if removed:
-            self._index = CatalogIndex.for_store(self.store, self.folder)
+            self._derive_index()
         return removed
 
     def rebuild(self) -> CatalogIndex:
         """Rebuild the FAISS indexes from the store (they are derived data)."""
-        self._index = CatalogIndex.for_store(self.store, self.folder, rebuild=True)
-        return self._index
+        self._writable()
+        return self._derive_index(rebuild=True)
 
     @property
     def index(self) -> CatalogIndex:
         """The FAISS indexes, loaded from disk, or rebuilt when missing or stale."""
         if self._index is None or self._index.generation != self.store.generation:
-            self._index = CatalogIndex.for_store(self.store, self.folder)
+            return self._derive_index()
         return self._index
 
     def stats(self) -> dict[str, Any]:

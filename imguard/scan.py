@@ -34,7 +34,7 @@ from .errors import ImageError
 from .index import CatalogIndex
 from .limits import DEFAULT_DECODE_BYTES, Limits, time_limit
 from .sources import Record
-from .store import Reference, Store
+from .store import Reference, Store, connect_readonly
 
 # Scores at or above this are reported. benchmarks/RESULTS.md's FPR <= 0.1 % cut-off moved between
 # 0.43 and 0.47 over the last runs (look-alike products on white, a handful of images): the
@@ -649,7 +649,7 @@ def _outranks(a: Explanation, b: Explanation) -> bool:
 def _snapshot(path: str) -> bytes:
     """The store as one self-contained SQLite file. The store is in WAL mode: its main file alone
     misses whatever is still in the write-ahead log (after a fresh `add`, everything)."""
-    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    source = connect_readonly(path)
     try:
         with tempfile.TemporaryDirectory(prefix="imguard-ship-") as folder:
             copy_path = os.path.join(folder, "catalog.sqlite")

@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -101,6 +102,25 @@ def _path(value: str | bytes) -> str:
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
+def connect_readonly(path: str) -> sqlite3.Connection:
+    """A connection that only reads the store at `path`: it never writes it nor takes its write
+    lock, so that a reader never makes a writer wait. On read-only media, where SQLite cannot
+    make the shared-memory file a reader of a WAL store needs, the store is opened immutable
+    instead (nothing can change it there), unless a write-ahead log with content lies beside it
+    (commits not yet in the store, which an immutable open would not see)."""
+    uri = "file:" + urllib.parse.quote(os.fsencode(path))
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+    try:
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # connecting is lazy: read
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+        wal = path + "-wal"
+        if os.access(os.path.dirname(path) or ".", os.W_OK) or (os.path.exists(wal) and os.path.getsize(wal)):
+            raise
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=30, check_same_thread=False)
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -166,6 +186,9 @@ class Store:
 
     @classmethod
     def open(cls, folder: str | os.PathLike[str], *, create: bool = True, readonly: bool = False) -> Store:
+        """The store in `folder`, created when missing (unless `create=False` or `readonly`).
+        `readonly`: see `connect_readonly`; such a store is never migrated (an older one is a
+        CatalogError saying to run `imguard index`)."""
         folder = os.fspath(folder)
         path = os.path.join(folder, DB_NAME)
         exists = os.path.exists(path)
@@ -176,9 +199,10 @@ class Store:
                 os.makedirs(folder, exist_ok=True)
             except OSError as exc:
                 raise CatalogError(f"{folder}: cannot create catalog folder ({exc.strerror})") from exc
+        db = None
         try:
             if readonly:
-                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+                db = connect_readonly(path)
             else:
                 db = sqlite3.connect(path, timeout=30, check_same_thread=False)
                 db.execute("PRAGMA journal_mode=WAL")
@@ -188,8 +212,12 @@ class Store:
             if not readonly:
                 store._migrate()
             store._check_version()
-        except sqlite3.Error as exc:  # a corrupt file, an I/O error: a broken store
-            raise StoreError(f"{path}: not a readable imguard catalog ({exc})") from exc
+        except (sqlite3.Error, CatalogError) as exc:
+            if db is not None:
+                db.close()
+            if isinstance(exc, CatalogError):
+                raise
+            raise StoreError(f"{path}: not a readable imguard catalog ({exc})") from exc  # corrupt, I/O error
         return store
 
     @_guarded

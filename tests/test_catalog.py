@@ -6,19 +6,21 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import imguard
 from imguard import catalog as catalog_module
 from imguard import engine
 from imguard.index import CatalogIndex
 
-from conftest import ROOT, by_query
+from conftest import IS_ROOT, ROOT, by_query
 
 FAISS_FILES = ("phash.faiss", "dhash.faiss", "features.faiss")
 
@@ -280,6 +282,105 @@ def test_stale_index_is_detected(fixtures, catalog_copy, tmp_path):
         assert cat.index.generation == cat.store.generation
         assert cat.index.phash.size == len(fixtures.catalog_names)
     assert json.loads((guard / "index.json").read_text())["generation"] == stamp["generation"] + 1
+
+
+def test_the_index_files_are_taken_only_as_the_set_their_stamp_names(fixtures, catalog_copy, tmp_path):
+    """The three FAISS files are one set: a file of another set (one being replaced, or left by a
+    run killed halfway), same size and all, or a damaged one is never loaded: the index is built
+    again. A copy of the folder, whose files have new dates, loads as it is."""
+    guard = tmp_path / "guard"
+    with imguard.Catalog.open(guard) as cat:
+        cat.add(catalog_copy, jobs=1)
+        older = (guard / "dhash.faiss").read_bytes()
+        Image.open(fixtures.catalog / "coffee.jpg").rotate(180).save(catalog_copy / "chelsea.jpg")
+        assert cat.add(catalog_copy, jobs=1).updated == 1  # same count: every file keeps its size
+        assert len(older) == (guard / "dhash.faiss").stat().st_size and older != (guard / "dhash.faiss").read_bytes()
+        assert CatalogIndex.load(str(guard), cat.store) is not None
+        (guard / "dhash.faiss").write_bytes(older)  # a file of the previous set
+        assert CatalogIndex.load(str(guard), cat.store) is None
+        cat.rebuild()
+        features = bytearray((guard / "features.faiss").read_bytes())
+        features[len(features) // 2] ^= 0xFF  # one flipped bit... eight
+        (guard / "features.faiss").write_bytes(bytes(features))
+        assert CatalogIndex.load(str(guard), cat.store) is None
+    with imguard.Catalog.open(guard) as cat:
+        assert cat.index.features.size == cat.stats()["descriptors"]  # built again from the store, and saved
+    copy = tmp_path / "copy"
+    shutil.copytree(guard, copy, copy_function=shutil.copyfile)  # no dates kept
+    with imguard.Catalog.open(copy, readonly=True) as cat:
+        assert CatalogIndex.load(str(copy), cat.store) is not None
+
+
+def test_a_reader_never_waits_for_a_writer_nor_makes_it_wait(fixtures, catalog_copy, tmp_path):
+    """`scan` and `stats` open the store read-only: a reader in the middle of its reads does not
+    hold up an `index` run, and one starting while a writer holds the write lock does not wait
+    for it (it opened the store read-write, and waited up to 30 s)."""
+    guard = tmp_path / "guard"
+    first = tmp_path / "first"
+    first.mkdir()
+    shutil.move(catalog_copy / "chelsea.jpg", first / "chelsea.jpg")
+    with imguard.Catalog.open(guard) as cat:
+        cat.add(first, jobs=1)
+    with imguard.Catalog.open(guard, readonly=True) as reader:
+        with reader.store.snapshot():  # reading, in one transaction
+            assert reader.store.count() == 1
+            with imguard.Catalog.open(guard) as writer:
+                assert writer.add(catalog_copy, jobs=1).added == len(fixtures.catalog_names) - 1
+            assert reader.store.count() == 1  # still the state it began reading
+        assert reader.store.count() == len(fixtures.catalog_names)
+        with pytest.raises(imguard.CatalogError, match="read-only"):
+            reader.add(first, jobs=1)
+    writer = sqlite3.connect(guard / "catalog.sqlite")
+    writer.execute("BEGIN IMMEDIATE")  # an index run committing a chunk
+    writer.execute("UPDATE meta SET value = value WHERE key = 'generation'")
+    try:
+        with imguard.Catalog.open(guard, readonly=True) as reader:
+            found = list(reader.scan(fixtures.competitor("chelsea__jpeg40.jpg"), jobs=1))
+        assert [base(m.reference) for m in found] == ["chelsea.jpg"]
+    finally:
+        writer.rollback()
+        writer.close()
+
+
+def _read_only(folder: Path, command: list[str]) -> list[str]:
+    """`command` run with `folder` read-only: as root (whom permissions do not stop) on a
+    read-only bind mount of it in a mount namespace of its own; otherwise by its permissions."""
+    if not IS_ROOT:
+        for path in [folder, *folder.iterdir()]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        return command
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("as root, read-only media are simulated in a mount namespace (unshare -m)")
+    mount = f'mount --bind "{folder}" "{folder}" && mount -o remount,bind,ro "{folder}" && exec "$@"'
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", mount, "sh", *command]
+
+
+def test_a_catalog_on_read_only_media_is_scanned(script, fixtures, catalog_copy, tmp_path):
+    """A catalog on read-only media (a DVD, a read-only mount): SQLite cannot make the shared
+    memory file a WAL reader needs, so `scan` failed. It opens the store immutable there, builds
+    missing index files in memory, and writes nothing."""
+    guard = tmp_path / "guard"
+    with imguard.Catalog.open(guard) as cat:
+        cat.add(catalog_copy, jobs=1)
+    for name in FAISS_FILES:
+        (guard / name).unlink()
+    before = sorted(p.name for p in guard.iterdir())
+    assert "catalog.sqlite-wal" not in before and "catalog.sqlite-shm" not in before  # closed cleanly
+    query = str(fixtures.competitor("chelsea__jpeg40.jpg"))
+    try:
+        for args in (["scan", query, "--format", "json", "--quiet", "--jobs", "1"], ["stats", "--format", "json"]):
+            command = _read_only(guard, [str(script), *args, "--db", str(guard)])
+            done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr
+            data = json.loads(done.stdout)
+            if args[0] == "scan":
+                assert [base(m["reference"]) for m in data["matches"]] == ["chelsea.jpg"]
+            else:
+                assert data["images"] == len(fixtures.catalog_names) and data["index"]["phash"] == data["images"]
+    finally:
+        for path in [guard, *guard.iterdir()]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    assert sorted(p.name for p in guard.iterdir()) == before
 
 
 # -- manifests and errors ---------------------------------------------------------------------------
