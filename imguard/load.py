@@ -126,6 +126,7 @@ def decode(data: bytes, name: str, min_side: int, *, budget: int = DEFAULT_DECOD
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a hostile file's "corrupt EXIF data" is no news for the run
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=_formats(data))
             width, height = image.size
@@ -150,7 +151,8 @@ def decode(data: bytes, name: str, min_side: int, *, budget: int = DEFAULT_DECOD
         raise ImageError(name, "not an image, or a format imguard does not read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(name, f"decompression-bomb limit: {exc}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, RuntimeError) as exc:
+        # RuntimeError: libavif's and libheif's plugins ("Failed to decode frame 0: ...")
         raise ImageError(name, f"truncated or corrupt image ({exc})") from None
     except MemoryError:
         raise ImageError(name, "image too large to decode") from None
@@ -281,10 +283,14 @@ _BUFFER_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;1
 # Modes Pillow's reduce() shrinks as they are; "LA" and "RGBA" through a premultiplied copy.
 _REDUCIBLE = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "I", "F"})
 _PREMULTIPLIED = frozenset({"LA", "RGBA"})
-# A decoder that fills a buffer of its own before Pillow's: simplejpeg's RGB array (3 bytes a
+# A decoder that fills buffers of its own before Pillow's: simplejpeg's RGB array (3 bytes a
 # pixel), which Pillow copies when the picture is shrunk or turned; libheif's and libavif's (a
-# 6000×4000 photo measured 7 and 9 bytes a pixel in all, Pillow's 4 included).
-_DECODER_BYTES = {"JPEG": 3, "HEIF": 4, "AVIF": 6}
+# 6000×4000 photo measured 7 and 9 bytes a pixel in all, Pillow's 4 included); libwebp's animation
+# decoder, which Pillow reads every WebP through: two canvases, the frame, and the bytes handed
+# over (16 bytes a pixel in all, one frame or several: 376 MB for a 6000×4000 photo).
+_DECODER_BYTES = {"JPEG": 3, "HEIF": 4, "AVIF": 6, "WEBP": 12}
+# Pillow keeps a pointer to each row of a picture: a mutated 1×16,777,216 PNG took 128 MB of them.
+_ROW_BYTES = 8
 # Bytes a pixel of the picture returned takes while it is made RGB: Pillow's RGBA copy, a white
 # canvas and the composite of a transparent picture (4 each), its RGB conversion and EXIF turn
 # (4 each), the RGB bytes handed to numpy (3); 16-bit greyscale goes through float64 (8) instead.
@@ -307,15 +313,18 @@ def _reducible_mode(image: Image.Image) -> str:
 
 def decode_bytes(image: Image.Image) -> int:
     """The memory (bytes) decoding an opened `image` takes at the size it will decode at: the
-    decoder's buffer, and the full-size conversion and premultiplied copy shrinking it needs.
-    Known from the header alone, before any pixel is decoded."""
+    decoder's buffers, and the full-size conversion and premultiplied copy shrinking it needs,
+    with their row pointers. Known from the header alone, before any pixel is decoded."""
     mode, target = image.mode, _reducible_mode(image)
     per_pixel = _BUFFER_BYTES.get(mode, 4) + _DECODER_BYTES.get(image.format or "", 0)
+    pictures = 1
     if target != mode:
         per_pixel += _BUFFER_BYTES.get(target, 4)
+        pictures += 1
     if target in _PREMULTIPLIED:
         per_pixel += 4
-    return image.width * image.height * per_pixel
+        pictures += 1
+    return image.width * image.height * per_pixel + image.height * _ROW_BYTES * pictures
 
 
 def _check_budget(name: str, image: Image.Image, budget: int) -> None:

@@ -28,6 +28,15 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 ROOT_SKIP = "running as root: file permissions do not stop root from reading"
 
 
+# What the fuzz test ran (tests/test_fuzz.py), said at the end of the run: CI's log records it.
+FUZZ_CASES_RUN: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in FUZZ_CASES_RUN:
+        terminalreporter.write_line(f"fuzz: {line}")
+
+
 class Fixtures:
     """Paths of the generated fixture tree and what each file is."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import sqlite3
@@ -20,7 +21,7 @@ from imguard import catalog as catalog_module
 from imguard import engine
 from imguard.index import CatalogIndex
 
-from conftest import IS_ROOT, ROOT, by_query
+from conftest import IS_ROOT, ROOT, by_query, run_script
 
 FAISS_FILES = ("phash.faiss", "dhash.faiss", "features.faiss")
 
@@ -219,6 +220,57 @@ def test_a_killed_index_run_keeps_its_commits_and_a_rerun_picks_up(fixtures, cat
         assert len(cat) == n
         found = list(cat.scan(fixtures.competitor("chelsea__jpeg40.jpg"), jobs=1))
         assert found and {base(m.reference) for m in found} == {"chelsea.jpg"}
+
+
+# SIGKILLs of `index` (a nightly loop runs more), at moments drawn from KILL_SEED within KILL_WINDOW
+# seconds: on two cores that spans the start-up, the three chunks of commits and the index save.
+KILLS = 5
+KILL_SEED = 22
+KILL_WINDOW = (0.4, 3.0)
+
+
+def test_index_killed_again_and_again_keeps_a_sound_store_and_a_rerun_completes(script, fixtures, tmp_path):
+    """`imguard index` SIGKILLed at random moments, again and again: each time the store is intact
+    (SQLite's integrity check), holds whole images only (every image has its features, no file
+    twice), never more than the files; the index files load as a set or not at all; and a run to
+    the end indexes the rest and matches."""
+    images = tmp_path / "sets"
+    for k in range(6):
+        shutil.copytree(fixtures.catalog, images / f"set{k}")
+    n = 6 * len(fixtures.catalog_names)
+    rng = random.Random(KILL_SEED)
+    counts = []
+    for _ in range(KILLS):
+        run = subprocess.Popen([str(script), "index", "sets", "--db", "guard", "--quiet", "--jobs", "1"], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            run.wait(timeout=rng.uniform(*KILL_WINDOW))
+        except subprocess.TimeoutExpired:
+            run.kill()
+            run.wait()
+        if not (tmp_path / "guard" / "catalog.sqlite").exists():
+            continue  # killed before it created the store
+        db = sqlite3.connect(tmp_path / "guard" / "catalog.sqlite")
+        try:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            images_, paths, features = db.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT abspath), (SELECT COUNT(*) FROM features) FROM images").fetchone()
+            assert images_ == paths == features <= n
+            assert db.execute("SELECT COUNT(*) FROM images WHERE id NOT IN (SELECT image_id FROM features)").fetchone() == (0,)
+        finally:
+            db.close()
+        counts.append(images_)
+        with imguard.Catalog.open(tmp_path / "guard", readonly=True) as cat:
+            loaded = CatalogIndex.load(str(tmp_path / "guard"), cat.store)
+            assert loaded is None or loaded.phash.size == images_
+    assert counts == sorted(counts)  # what a run committed, the next ones keep
+    done = run_script(script, tmp_path, "index", "sets", "--db", "guard", "--quiet", "--jobs", "1", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["images"], result["added"] + result["unchanged"], result["errors"]) == (n, n, [])
+    found = run_script(script, tmp_path, "scan", str(fixtures.competitor("chelsea__jpeg40.jpg")), "--db", "guard",
+                       "--format", "json", "--quiet")
+    assert {base(m["reference"]) for m in json.loads(found.stdout)["matches"]} == {"chelsea.jpg"}
 
 
 def test_missing_index_files_are_rebuilt(fixtures, catalog_copy, tmp_path):
