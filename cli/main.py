@@ -27,21 +27,21 @@ from imguard import report
 from imguard.fetch import is_remote
 
 
-
 class ExitCode(IntEnum):
-    """The exit codes, all of them (codes 5 and up are left for later ones)."""
+    """The exit codes, all of them (codes 5 to 129 are left for later ones)."""
 
     OK = 0  # the run completed, with or without matches
     FOUND = 1  # --fail-on-match and something matched, or --strict and a file could not be read
     USAGE = 2  # bad usage, a missing catalog, an unreadable source folder, a refused --prune
     INTERNAL = 3  # imguard's own failure: a bug, or a broken catalog store
     NOTHING_READ = 4  # the run had files and every one of them failed (over 1 with --strict)
+    INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report it: click's own 1 would read as FOUND
 
 
 EXIT_CODES = """Exit codes: 0 run completed (matches or not); 1 --fail-on-match and a match was found,
 or --strict and a file could not be read; 2 bad usage, missing catalog, unreadable source folder or
 refused --prune; 3 imguard's own failure (a bug or a broken catalog store: the message says where
-the traceback is); 4 every file of the run failed."""
+the traceback is); 4 every file of the run failed; 130 interrupted (Ctrl-C)."""
 # Set to print the traceback of an internal failure on stderr as well.
 DEBUG_VARIABLE = "IMGUARD_DEBUG"
 
@@ -116,12 +116,14 @@ def _progress(label: str, quiet: bool) -> Iterator[imguard.catalog.Progress | No
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
     """Whatever stops a whole run becomes a message and an exit code, never a traceback: errors
-    imguard raises on purpose exit 2 (a broken store: 3); anything else is a bug (3), whose
-    traceback goes to a file the message names."""
+    imguard raises on purpose exit 2 (a broken store: 3), Ctrl-C 130; anything else is a bug (3),
+    whose traceback goes to a file the message names."""
     try:
         yield
     except (typer.Exit, click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
         raise
+    except KeyboardInterrupt:
+        raise _fail("interrupted", ExitCode.INTERRUPTED) from None
     except imguard.StoreError as exc:
         raise _fail(f"the catalog store failed: {exc}", ExitCode.INTERNAL) from None
     except imguard.ImguardError as exc:

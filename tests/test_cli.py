@@ -299,6 +299,16 @@ def test_exit_code_of_imguards_own_failure(cli, guard, monkeypatch, tmp_path):
     assert shown.exit_code == 3 and "Traceback (most recent call last)" in shown.stderr
 
 
+def test_exit_code_of_an_interrupted_run(cli, guard, monkeypatch):
+    """Ctrl-C is 130, as shells report SIGINT: click's own 1 would read as --fail-on-match's."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(imguard.Catalog, "scan", interrupted)
+    result = cli("scan", "competitors", "--db", guard, "--quiet", "--fail-on-match")
+    assert result.exit_code == 130 and "interrupted" in result.stderr and "Traceback" not in result.output
+
+
 def test_exit_code_of_a_broken_store(cli, workdir, tmp_path):
     """A catalog store whose pages are damaged is imguard's failure, exit 3, with SQLite's reason
     (a missing catalog stays a usage error, 2)."""
