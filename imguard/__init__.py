@@ -10,9 +10,10 @@
 from . import evidence, nightly, report  # modules of their own: the report stage, the nightly run
 from ._version import __version__
 from .catalog import Catalog, IndexResult, ScanRun
-from .errors import CatalogError, DependencyError, ImageError, ImguardError, ManifestError, SourceError
+from .errors import CatalogError, DependencyError, ImageError, ImguardError, ManifestError, SourceError, StoreError
 from .fingerprint import Fingerprint, fingerprint_file
 from .history import Finding, MarkError
+from .limits import Limits
 from .lock import LockHeld
 from .nightly import Config, ConfigError, NightlyResult, load_config
 from .scan import DEFAULT_THRESHOLD, Evidence, Explanation, Match, ScanError
@@ -40,12 +41,14 @@ __all__ = [
     "ImageError",
     "ImguardError",
     "IndexResult",
+    "Limits",
     "ManifestError",
     "Match",
     "Record",
     "ScanError",
     "ScanRun",
     "SourceError",
+    "StoreError",
     "fingerprint_file",
     "iter_records",
     "read_manifest",

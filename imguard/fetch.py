@@ -45,6 +45,8 @@ __all__ = [
     "is_remote",
 ]
 
+# Bytes of one image read or downloaded at most (`Limits.file_bytes`): a marketplace photo is a
+# few MB; more is not a product photo, and reading it whole would cost memory.
 DEFAULT_MAX_BYTES = 50 * 2**20
 _BLOCK = 64 * 1024
 INSTALL_HINT = "install the extra: pip install 'imguard[remote]' (fsspec, aiohttp, requests)"

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from . import features, hashing, load
+from .limits import Limits, time_limit
 
 # Bumped whenever a change makes fingerprints incomparable with the previous ones (2: hashes on an
 # area-averaged shrink; 3: dHash shrunk from pHash's 32×32; 4: JPEG drafts within DRAFT_SLACK;
@@ -135,11 +136,14 @@ def decode_thumbnail(data: bytes) -> np.ndarray:
 
 
 def fingerprint_file(
-    path: str | os.PathLike[str], *, with_features: bool = True, with_thumbnail: bool = False
+    path: str | os.PathLike[str], *, with_features: bool = True, with_thumbnail: bool = False,
+    limits: Limits = Limits(),
 ) -> Fingerprint:
     """Fingerprint one image file, decoding no more pixels than the parts asked for need (hashes
-    alone: a JPEG at 1/8 scale). Raises ImageError (path and reason) when it is not readable."""
+    alone: a JPEG at 1/8 scale), within `limits` (bytes read, memory decoded, seconds). Raises
+    ImageError (path and reason) when it is not readable or over a limit."""
     side = max(HASH_SIDE, features.FEATURE_SIDE if with_features else 0, THUMB_SIDE if with_thumbnail else 0)
-    decoded = load.load(path, side)
-    view = canonical_view(decoded, side)
-    return fingerprint_view(view, decoded, with_features=with_features, with_thumbnail=with_thumbnail)
+    with time_limit(os.fspath(path), limits.seconds):
+        decoded = load.load(path, side, limits)
+        view = canonical_view(decoded, side)
+        return fingerprint_view(view, decoded, with_features=with_features, with_thumbnail=with_thumbnail)

@@ -32,7 +32,7 @@ from .errors import ImguardError
 from .fingerprint import FINGERPRINT_VERSION
 from .scan import Match, QueryPrints
 from .sources import Record
-from .store import Store, path_from_db, path_to_db
+from .store import Store, guarded, path_from_db, path_to_db
 
 STATUSES = ("new", "ongoing", "resolved", "reappeared")
 MARKS = ("reported", "ignored", "licensed", "not-a-copy")
@@ -112,9 +112,11 @@ class History:
 
     def __init__(self, store: Store) -> None:
         self.db = store.connection
+        self.path = store.path  # SQLite's errors name it: StoreError (see store.guarded)
 
     # -- runs -----------------------------------------------------------------------------
 
+    @guarded
     def start_run(self, settings: dict[str, Any], generation: int, version: str) -> int:
         with self.db:
             cursor = self.db.execute(
@@ -122,11 +124,13 @@ class History:
                 (time.time(), version, generation, json.dumps(settings, sort_keys=True)))
         return int(cursor.lastrowid)
 
+    @guarded
     def last_complete_run(self) -> Run | None:
         row = self.db.execute("SELECT id, started_at, indexed_at, settings FROM runs WHERE complete = 1"
                               " ORDER BY id DESC LIMIT 1").fetchone()
         return None if row is None else Run(row[0], row[1], row[2] or row[1], True, json.loads(row[3]))
 
+    @guarded
     def catalog_indexed(self, run_id: int, generation: int) -> None:
         """The run's catalog step is done: own images fingerprinted after now are new to the
         next run."""
@@ -134,6 +138,7 @@ class History:
             self.db.execute("UPDATE runs SET indexed_at = ?, catalog_generation = ? WHERE id = ?",
                             (time.time(), generation, run_id))
 
+    @guarded
     def source_read(self, run_id: int, source: str, *, complete: bool, error: str | None, listed: int,
                     scanned: int) -> None:
         with self.db:
@@ -141,10 +146,12 @@ class History:
                 "INSERT OR REPLACE INTO run_sources (run_id, source, complete, error, listed, scanned)"
                 " VALUES (?, ?, ?, ?, ?, ?)", (run_id, source, int(complete), error, listed, scanned))
 
+    @guarded
     def complete_sources(self, run_id: int) -> list[str]:
         return [r[0] for r in self.db.execute(
             "SELECT source FROM run_sources WHERE run_id = ? AND complete = 1", (run_id,))]
 
+    @guarded
     def prune_runs(self, older_than: float) -> int:
         """Forget runs that ended before `older_than` (seconds since the epoch); the last
         complete run is always kept (incremental runs start from it)."""
@@ -156,6 +163,7 @@ class History:
 
     # -- competitor images ----------------------------------------------------------------
 
+    @guarded
     def competitor_states(self, source: str) -> dict[str, CompetitorState]:
         return {
             path_from_db(row[0]): CompetitorState(row[1], row[2], row[3], row[4], row[5], row[6], row[7] is not None)
@@ -164,17 +172,20 @@ class History:
                 " WHERE source = ?", (source,))
         }
 
+    @guarded
     def seen(self, run_id: int, ids: Iterable[int]) -> None:
         """These competitor images were listed in this run, unchanged."""
         with self.db:
             self.db.executemany("UPDATE competitor_images SET seen_run = ?, gone_run = NULL WHERE id = ?",
                                 [(run_id, i) for i in ids])
 
+    @guarded
     def set_metadata(self, ids_metadata: Iterable[tuple[int, dict[str, str]]]) -> None:
         with self.db:
             self.db.executemany("UPDATE competitor_images SET metadata = ? WHERE id = ?",
                                 [(json.dumps(m, sort_keys=True), i) for i, m in ids_metadata])
 
+    @guarded
     def record_competitor(self, run_id: int, source: str, record: Record, prints: QueryPrints, *,
                           mtime: float | None, etag: str | None) -> int:
         """Insert or update a competitor image read in this run, with what the scan kept of it.
@@ -197,6 +208,7 @@ class History:
         return int(self.db.execute("SELECT id FROM competitor_images WHERE source = ? AND location = ?",
                                    (source, values["location"])).fetchone()[0])
 
+    @guarded
     def last_sighting(self, location: str) -> tuple[bytes, tuple[int, int, int, int]] | None:
         """The thumbnail a run kept of a competitor image (its canonical view), and the part of
         the image it shows."""
@@ -205,6 +217,7 @@ class History:
                               (path_to_db(location),)).fetchone()
         return (row[0], tuple(row[1:5])) if row else None
 
+    @guarded
     def iter_fingerprints(self, ids: Sequence[int], batch: int = 512):
         """(competitor id, hashes, descriptors N×32 bytes, their neighbour distances, hash floor,
         vote floor) of these competitor images, a batch of rows at a time: all of them never sit
@@ -216,6 +229,7 @@ class History:
                 f"SELECT id, hashes, descriptors, neighbours, hash_floor, vote_floor FROM competitor_images"
                 f" WHERE id IN ({marks}) AND hashes IS NOT NULL", part)
 
+    @guarded
     def prints(self, competitor_id: int) -> tuple[Record, QueryPrints]:
         """What a run kept of a competitor image, as the scan gave it."""
         row = self.db.execute(
@@ -227,6 +241,7 @@ class History:
             hashes=row[12], keypoints=row[13], descriptors=row[14], neighbour_distances=row[15], thumbnail=row[16],
             hash_floor=row[17], vote_floor=row[18])
 
+    @guarded
     def competitors(self, ids: Iterable[int]) -> list[tuple[int, str, str, dict[str, str]]]:
         """(id, source, location, metadata) of these competitor images."""
         ids = list(ids)
@@ -240,6 +255,7 @@ class History:
 
     # -- findings -------------------------------------------------------------------------
 
+    @guarded
     def sight(self, run_id: int, since: int, competitor_id: int, image_id: int, match: Match,
               now: float | None = None) -> int:
         """A finding seen in this run (with `match` as its evidence). `since`: the last complete
@@ -265,6 +281,7 @@ class History:
              meta.get("seller", ""), finding_id))
         return int(finding_id)
 
+    @guarded
     def sight_unchanged(self, run_id: int, since: int, competitor_ids: Iterable[int], skip: set[int]) -> int:
         """The findings of competitor images listed unchanged in this run are seen again, with
         the evidence they had (the file and the own image are what they were). Findings of own
@@ -284,6 +301,7 @@ class History:
                                 " missing_run = NULL WHERE id = ?", updates)
         return len(updates)
 
+    @guarded
     def missing(self, run_id: int, competitor_id: int, matched: set[int]) -> None:
         """A competitor image read again in this run: its active findings that did not match
         again are to be resolved when a run completes."""
@@ -294,6 +312,7 @@ class History:
                 self.db.execute("UPDATE findings SET missing_run = COALESCE(missing_run, ?) WHERE id = ?",
                                 (run_id, fid))
 
+    @guarded
     def findings_of_images(self, image_ids: Iterable[int]) -> set[int]:
         """Competitor images with an active finding on one of these own images."""
         ids = list(image_ids)
@@ -305,6 +324,7 @@ class History:
                 " AND status != 'resolved'", part)}
         return out
 
+    @guarded
     def complete(self, run_id: int, sources: Sequence[str]) -> None:
         """End a run: in the sources it read completely, competitor images it did not list are
         gone and their findings resolved, as are the findings read again and no longer matched.
@@ -327,6 +347,7 @@ class History:
 
     # -- reading findings -----------------------------------------------------------------
 
+    @guarded
     def findings(self, *, ids: Iterable[int] | None = None, statuses: Sequence[str] | None = None,
                  listing: str | None = None, seen_since_run: int | None = None,
                  status_since_run: int | None = None, first_seen_before: float | None = None,
@@ -376,6 +397,7 @@ class History:
 
     # -- marks ----------------------------------------------------------------------------
 
+    @guarded
     def mark(self, mark: str, *, finding_id: int | None = None, listing: str | None = None,
              seller: str | None = None, note: str | None = None) -> int:
         """Record the seller's decision about one finding, or (``licensed`` only) every finding,

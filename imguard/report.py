@@ -201,7 +201,7 @@ def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], console:
     for column in columns:
         table.add_column(column.replace("_", " "), overflow="fold")
     for row in rows:
-        table.add_row(*(Text(safe_text(row.get(c, ""))) for c in columns))
+        table.add_row(*(Text(safe_text("" if row.get(c) is None else row[c])) for c in columns))
     console.print(table)
 
 

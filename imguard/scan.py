@@ -35,8 +35,9 @@ from . import features, fetch, fingerprint, hashing, load, verify
 from ._version import __version__
 from .errors import ImageError
 from .index import CatalogIndex
+from .limits import DEFAULT_DECODE_BYTES, Limits, time_limit
 from .sources import Record
-from .store import Reference, Store
+from .store import Reference, Store, connect_readonly
 
 # Scores at or above this are reported. benchmarks/RESULTS.md's FPR <= 0.1 % cut-off moved between
 # 0.43 and 0.47 over the last runs (look-alike products on white, a handful of images): the
@@ -141,12 +142,13 @@ class ScanError:
     error: str
 
     @classmethod
-    def of(cls, path: str, exc: Exception) -> ScanError:
-        """The error of one file: an ImageError's reason, or the failure of a decoder or of OpenCV
-        on a hostile file (which must not stop the other files either)."""
+    def of(cls, path: str, exc: Exception, *, failed: str = "cannot process image") -> ScanError:
+        """The error of one file: an ImageError's reason (unreadable, over a limit), or what
+        `failed` on a hostile file (a decoder, OpenCV, FAISS, the store: the failure must not stop
+        the other files either)."""
         if isinstance(exc, ImageError):
             return cls(path, exc.reason)
-        return cls(path, f"cannot process image ({type(exc).__name__}: {exc})")
+        return cls(path, f"{failed} ({type(exc).__name__}: {exc})")
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,7 @@ class _Query:
     full: np.ndarray | None = None  # the decoded image, untrimmed (at least the view's size)
     hash_floor: int = HASH_RADIUS  # see QueryPrints
     vote_floor: int = MIN_VOTES
+    budget: int = DEFAULT_DECODE_BYTES  # bytes its decodes may take: Limits.decode_bytes
     results: dict[int, Match] = field(default_factory=dict)
     # catalog image id → the hash hits on it: (picture, mirrored, Hamming distance)
     hash_hits: dict[int, list[tuple[_Picture, bool, int]]] = field(default_factory=dict)
@@ -269,13 +272,14 @@ class Matcher:
 
     def __init__(self, index: CatalogIndex, store_path: str, *, threshold: float = DEFAULT_THRESHOLD,
                  top: int | None = None, keep_prints: bool = False,
-                 fetch_options: dict[str, Any] | None = None) -> None:
+                 fetch_options: dict[str, Any] | None = None, limits: Limits = Limits()) -> None:
         self.index = index
         self.store_path = store_path
         self.threshold = threshold
         self.top = top
         self.keep_prints = keep_prints  # each outcome carries its QueryPrints
         self.fetch_options = dict(fetch_options or {})  # timeout, max_bytes, retries of downloads
+        self.limits = limits
         # Verifications under this are never reported and cannot settle a query on the fast
         # path: they are not explained (see `_verified`).
         self.explains_from = min(threshold, FAST_ACCEPT)
@@ -293,7 +297,7 @@ class Matcher:
         parts = {n: faiss.serialize_index_binary(getattr(self.index, n).index) for n in ("phash", "dhash", "features")}
         return {"parts": parts, "generation": self.index.generation, "store": store_bytes,
                 "threshold": self.threshold, "top": self.top, "keep_prints": self.keep_prints,
-                "fetch_options": self.fetch_options}
+                "fetch_options": self.fetch_options, "limits": self.limits}
 
     def __setstate__(self, state: dict) -> None:
         import faiss
@@ -308,7 +312,7 @@ class Matcher:
             handle.write(state["store"])
         self.__init__(CatalogIndex(generation=state["generation"], **parts), store_path,
                       threshold=state["threshold"], top=state["top"], keep_prints=state["keep_prints"],
-                      fetch_options=state["fetch_options"])
+                      fetch_options=state["fetch_options"], limits=state["limits"])
 
     @property
     def store(self) -> Store:
@@ -340,27 +344,34 @@ class Matcher:
 
     def match_chunk(self, records: list[Record]) -> list[Outcome]:
         """Match one chunk of query files; one outcome per record, in order. A file that fails,
-        for whatever reason, becomes that file's error: it never stops the others."""
+        for whatever reason (a decoder, OpenCV, FAISS, the store, its time limit), becomes that
+        file's error: it never stops the others."""
         outcomes = [Outcome(r) for r in records]
         queries: list[tuple[Outcome, _Query]] = []
+        seconds = self.limits.seconds
         # the URLs among the records, downloaded concurrently; {} if none
-        fetched = fetch.fetch_remote([r.location for r in records], **self.fetch_options)
+        fetched = fetch.fetch_remote([r.location for r in records],
+                                     **{"max_bytes": self.limits.file_bytes, **self.fetch_options})
         for outcome in outcomes:
             try:
-                queries.append((outcome, _query(outcome.record, *_read(outcome.record, fetched))))
+                with time_limit(outcome.path, seconds):
+                    data, captured = _read(outcome.record, fetched, self.limits.file_bytes)
+                    queries.append((outcome, _query(outcome.record, data, captured, self.limits.decode_bytes)))
             except Exception as exc:
                 outcome.error = ScanError.of(outcome.path, exc)
         try:
-            self._match_queries(queries)
+            with time_limit(f"{len(queries)} files", seconds * len(queries)):
+                self._match_queries(queries)
         except Exception:
             for one in queries:  # find the file that breaks the batch; the others still match
                 one[1].results.clear()
                 one[1].hash_hits.clear()
                 try:
-                    self._match_queries([one])
+                    with time_limit(one[1].path, seconds):
+                        self._match_queries([one])
                 except Exception as exc:
                     one[0].matches = []
-                    one[0].error = ScanError(one[1].path, f"matching failed ({type(exc).__name__}: {exc})")
+                    one[0].error = ScanError.of(one[1].path, exc, failed="matching failed")
         return outcomes
 
     def _match_queries(self, batch: list[tuple[Outcome, _Query]]) -> None:
@@ -609,7 +620,8 @@ def _votes(owners: np.ndarray) -> Counter[int]:
     return Counter(dict(zip(images.tolist(), counts.tolist())))
 
 
-def _read(record: Record, fetched: dict[str, fetch.Download | ImageError]) -> tuple[bytes, tuple[str | None, str | None]]:
+def _read(record: Record, fetched: dict[str, fetch.Download | ImageError],
+          max_bytes: int) -> tuple[bytes, tuple[str | None, str | None]]:
     """A query's bytes, and when it was captured: the manifest's `captured_at` when it gives one,
     else the download time of a URL, else the file's modification time."""
     download = fetched.get(record.location)
@@ -618,7 +630,7 @@ def _read(record: Record, fetched: dict[str, fetch.Download | ImageError]) -> tu
     if download is not None:
         data, captured = download.data, (_iso(download.fetched_at), "download")
     else:
-        data, mtime = load.read_file(record.location)
+        data, mtime = load.read_file(record.location, max_bytes)
         captured = (_iso(mtime), "file mtime")
     if record.metadata.get("captured_at"):
         captured = (record.metadata["captured_at"], "manifest")
@@ -632,10 +644,11 @@ def _iso(timestamp: float | None) -> str | None:
     return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _query(record: Record, data: bytes, captured: tuple[str | None, str | None]) -> _Query:
-    """Decode a query file into its canonical view and the sub-pictures of a composite, hashed."""
+def _query(record: Record, data: bytes, captured: tuple[str | None, str | None], budget: int) -> _Query:
+    """Decode a query file (within `budget` bytes of memory) into its canonical view and the
+    sub-pictures of a composite, hashed."""
     path = record.location
-    decoded = load.decode(data, path, features.FEATURE_SIDE)
+    decoded = load.decode(data, path, features.FEATURE_SIDE, budget=budget)
     view = fingerprint.canonical_view(decoded)
     fp = fingerprint.fingerprint_view(view, decoded, with_features=False)
     picture = _Picture(view.rgb, view.box, fp.hashes)
@@ -644,7 +657,7 @@ def _query(record: Record, data: bytes, captured: tuple[str | None, str | None])
     for box, crop, hashes in fingerprint.region_hashes(view):
         (x0, y0), (x1, y1) = (frame @ [box[0], box[1], 1])[:2], (frame @ [box[2], box[3], 1])[:2]
         regions.append(_Picture(crop, (round(x0), round(y0), round(x1), round(y1)), hashes))
-    return _Query(record, data, captured, fp, picture, regions, full=decoded.rgb)
+    return _Query(record, data, captured, fp, picture, regions, full=decoded.rgb, budget=budget)
 
 
 
@@ -704,7 +717,7 @@ def _fine_regions(q: _Query) -> list[_Picture]:
     chosen = q.regions[:REGION_SEARCHES]
     smallest = min(max(r.box[2] - r.box[0], r.box[3] - r.box[1]) for r in chosen)
     need = min(1.0, REGION_SIDE / max(1, smallest))
-    full = load.decode(q.data, q.path, math.ceil(max(q.fp.width, q.fp.height) * need)).rgb
+    full = load.decode(q.data, q.path, math.ceil(max(q.fp.width, q.fp.height) * need), budget=q.budget).rgb
     fx, fy = full.shape[1] / q.fp.width, full.shape[0] / q.fp.height
     pictures = []
     for region in chosen:
@@ -785,7 +798,7 @@ def _outranks(a: Explanation, b: Explanation) -> bool:
 def _snapshot(path: str) -> bytes:
     """The store as one self-contained SQLite file. The store is in WAL mode: its main file alone
     misses whatever is still in the write-ahead log (after a fresh `add`, everything)."""
-    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    source = connect_readonly(path)
     try:
         with tempfile.TemporaryDirectory(prefix="imguard-ship-") as folder:
             copy_path = os.path.join(folder, "catalog.sqlite")

@@ -30,7 +30,8 @@ from . import fetch
 from .errors import DependencyError, ImageError, ImguardError, ManifestError, SourceError
 
 IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
+     ".heic", ".heif", ".avif"}
 )
 # Manifest columns with a meaning of their own (any other column is kept as it is). A row names
 # its image in `path` (relative to the manifest) or `url`.
@@ -120,6 +121,7 @@ def iter_image_files(source: str | os.PathLike[str], on_error: OnError | None = 
 
     Paths keep the form the user gave (a relative folder gives relative paths). Hidden files and
     folders and non-image suffixes are skipped; a folder reached twice (symlink loop) is walked once.
+    Anything else named like an image is yielded, regular file or not (see `load.read_file`).
     Entries stream in directory order: nothing holds the whole listing. An unreadable `source`
     raises SourceError; an unreadable folder inside it goes to `on_error` and the walk goes on.
     """
@@ -155,7 +157,9 @@ def iter_image_files(source: str | os.PathLike[str], on_error: OnError | None = 
                 try:
                     if entry.is_dir():
                         subfolders.append(entry.path)
-                    elif entry.is_file() and is_image_name(entry.name):
+                    elif is_image_name(entry.name):
+                        # a FIFO, a device or a dangling link named like an image too: reading it
+                        # fails, as that file's error, instead of leaving it out unsaid
                         yield entry.path
                 except OSError:
                     continue

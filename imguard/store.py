@@ -8,19 +8,22 @@ history) add tables through migrations instead of a rewrite.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import os
 import sqlite3
 import time
+import urllib.parse
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ._version import __version__
-from .errors import CatalogError
+from .errors import CatalogError, StoreError
 from .fingerprint import FINGERPRINT_VERSION, Fingerprint
 
 # 2: images.fingerprint_version (a catalog fingerprinted by an older imguard is re-fingerprinted)
@@ -174,6 +177,52 @@ def path_from_db(value: str | bytes) -> str:
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
+def connect_readonly(path: str) -> sqlite3.Connection:
+    """A connection that only reads the store at `path`: it never writes it nor takes its write
+    lock, so that a reader never makes a writer wait. On read-only media, where SQLite cannot
+    make the shared-memory file a reader of a WAL store needs, the store is opened immutable
+    instead (nothing can change it there), unless a write-ahead log with content lies beside it
+    (commits not yet in the store, which an immutable open would not see)."""
+    uri = "file:" + urllib.parse.quote(os.fsencode(path))
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+    try:
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # connecting is lazy: read
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+        wal = path + "-wal"
+        if os.access(os.path.dirname(path) or ".", os.W_OK) or (os.path.exists(wal) and os.path.getsize(wal)):
+            raise
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=30, check_same_thread=False)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(method: F) -> F:
+    """A Store (or History) method whose SQLite (or file) errors become a StoreError naming the store and what
+    failed: a corrupt page, an I/O error or a full disk is the catalog's failure, not a bug."""
+    def failure(self: Any, exc: Exception) -> StoreError:
+        return StoreError(f"{self.path}: {method.__name__.strip('_')} failed ({type(exc).__name__}: {exc})")
+
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def generator(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return (yield from method(self, *args, **kwargs))
+            except (sqlite3.Error, OSError) as exc:
+                raise failure(self, exc) from exc
+        return generator  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.Error, OSError) as exc:
+            raise failure(self, exc) from exc
+    return call  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class Reference:
     """A catalog image as a match needs it: where it is, what it is, and its verification data."""
@@ -205,7 +254,7 @@ class FileState:
 
 class Store:
     """SQLite store of the catalog. Writes happen in short transactions, so that a crash or a kill
-    loses at most the chunk being written."""
+    loses at most the chunk being written. Its SQLite errors are StoreErrors."""
 
     def __init__(self, connection: sqlite3.Connection, path: str) -> None:
         self._db = connection
@@ -213,6 +262,9 @@ class Store:
 
     @classmethod
     def open(cls, folder: str | os.PathLike[str], *, create: bool = True, readonly: bool = False) -> Store:
+        """The store in `folder`, created when missing (unless `create=False` or `readonly`).
+        `readonly`: see `connect_readonly`; such a store is never migrated (an older one is a
+        CatalogError saying to run `imguard index`)."""
         folder = os.fspath(folder)
         path = os.path.join(folder, DB_NAME)
         exists = os.path.exists(path)
@@ -223,9 +275,10 @@ class Store:
                 os.makedirs(folder, exist_ok=True)
             except OSError as exc:
                 raise CatalogError(f"{folder}: cannot create catalog folder ({exc.strerror})") from exc
+        db = None
         try:
             if readonly:
-                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+                db = connect_readonly(path)
             else:
                 db = sqlite3.connect(path, timeout=30, check_same_thread=False)
                 db.execute("PRAGMA journal_mode=WAL")
@@ -235,10 +288,15 @@ class Store:
             if not readonly:
                 store._migrate()
             store._check_version()
-        except sqlite3.DatabaseError as exc:
-            raise CatalogError(f"{path}: not a readable imguard catalog ({exc})") from exc
+        except (sqlite3.Error, CatalogError) as exc:
+            if db is not None:
+                db.close()
+            if isinstance(exc, CatalogError):
+                raise
+            raise StoreError(f"{path}: not a readable imguard catalog ({exc})") from exc  # corrupt, I/O error
         return store
 
+    @guarded
     def close(self) -> None:
         self._db.close()
 
@@ -313,15 +371,18 @@ class Store:
         self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     @property
+    @guarded
     def schema_version(self) -> int:
         return int(self._meta("schema_version") or 0)
 
     @property
+    @guarded
     def catalog_id(self) -> str:
         """Random id of this store: index files built from another store are never taken as current."""
         return self._meta("catalog_id") or ""
 
     @property
+    @guarded
     def generation(self) -> int:
         """Bumped by every change to the catalog: derived indexes record the one they were built from."""
         return int(self._meta("generation") or 0)
@@ -333,6 +394,7 @@ class Store:
 
     # -- writes -----------------------------------------------------------------------------
 
+    @guarded
     def put_many(self, rows: Iterable[tuple[str, str, float, Fingerprint, dict[str, str] | None]]) -> int:
         """Insert or update (path, abspath, mtime, fingerprint, metadata) rows in one transaction.
 
@@ -377,6 +439,7 @@ class Store:
             (*known, json.dumps(extra) if extra else None, image_id),
         )
 
+    @guarded
     def set_metadata(self, abspath: str, metadata: dict[str, str]) -> bool:
         with self._db:
             row = self._db.execute("SELECT id FROM images WHERE abspath = ?", (path_to_db(abspath),)).fetchone()
@@ -384,6 +447,7 @@ class Store:
                 self._write_metadata(row[0], metadata)
         return row is not None
 
+    @guarded
     def delete(self, ids: Iterable[int]) -> int:
         ids = list(ids)
         if not ids:
@@ -396,6 +460,7 @@ class Store:
     # -- reads ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
+    @guarded
     def snapshot(self) -> Iterator[None]:
         """Reads inside see one state of the store (a read transaction; in WAL mode writers go
         on meanwhile): an index built by several reads is built from one generation. For reads
@@ -409,9 +474,11 @@ class Store:
         finally:
             self._db.rollback()  # nothing to keep: the snapshot only read
 
+    @guarded
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
+    @guarded
     def file_states(self) -> dict[str, FileState]:
         """abspath → what was indexed: the basis of incremental re-indexing and pruning."""
         return {
@@ -419,23 +486,28 @@ class Store:
             for row in self._db.execute("SELECT abspath, id, sha256, nbytes, mtime, fingerprint_version FROM images")
         }
 
+    @guarded
     def outdated(self) -> list[str]:
         """Paths of images fingerprinted by an older imguard: their hashes do not compare with
         this version's, so they must be fingerprinted again before a scan."""
         return [path_from_db(r[0]) for r in self._db.execute(
             "SELECT path FROM images WHERE fingerprint_version != ? ORDER BY id", (FINGERPRINT_VERSION,))]
 
+    @guarded
     def fingerprinted_since(self, timestamp: float) -> list[int]:
         """Ids of the images fingerprinted (added, or changed and fingerprinted again) after
         `timestamp`."""
         return [r[0] for r in self._db.execute("SELECT id FROM images WHERE added_at > ? ORDER BY id", (timestamp,))]
 
+    @guarded
     def ids(self) -> set[int]:
         return {r[0] for r in self._db.execute("SELECT id FROM images")}
 
+    @guarded
     def ids_with_sha256(self, sha256: str) -> list[int]:
         return [r[0] for r in self._db.execute("SELECT id FROM images WHERE sha256 = ? ORDER BY id", (sha256,))]
 
+    @guarded
     def hash_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, pHash codes n×8, dHash codes n×8), ordered by id."""
         rows = self._db.execute("SELECT id, phash, dhash FROM images ORDER BY id").fetchall()
@@ -444,9 +516,11 @@ class Store:
         dhashes = np.frombuffer(b"".join(r[2] for r in rows), np.uint8).reshape(-1, 8)
         return ids, phashes, dhashes
 
+    @guarded
     def descriptor_count(self) -> int:
         return int(self._db.execute("SELECT COALESCE(SUM(LENGTH(descriptors)), 0) / 32 FROM features").fetchone()[0])
 
+    @guarded
     def iter_descriptor_batches(self, batch: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(owner image ids, descriptors N×32) of `batch` catalog images at a time, by image id:
         the whole catalog's descriptors never sit in memory at once."""
@@ -456,6 +530,7 @@ class Store:
             owners = np.repeat(np.array([r[0] for r in rows], np.int64), counts)
             yield owners, np.frombuffer(b"".join(blob for _, blob in rows), np.uint8).reshape(-1, 32)
 
+    @guarded
     def reference(self, image_id: int, *, with_features: bool = True) -> Reference:
         row = self._db.execute(
             "SELECT id, path, sha256, width, height, box_x0, box_y0, box_x1, box_y1, view_w, view_h,"
@@ -483,6 +558,7 @@ class Store:
             hashes={"phash": row[16], "dhash": row[17]}, indexed_at=row[18], abspath=path_from_db(row[19]), **extras,
         )
 
+    @guarded
     def stats(self) -> dict[str, Any]:
         images, nbytes = self._db.execute("SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM images").fetchone()
         with_metadata = self._db.execute(

@@ -29,6 +29,15 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 ROOT_SKIP = "running as root: file permissions do not stop root from reading"
 
 
+# What the fuzz test ran (tests/test_fuzz.py), said at the end of the run: CI's log records it.
+FUZZ_CASES_RUN: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in FUZZ_CASES_RUN:
+        terminalreporter.write_line(f"fuzz: {line}")
+
+
 class Fixtures:
     """Paths of the generated fixture tree and what each file is."""
 
@@ -65,6 +74,12 @@ class Fixtures:
 def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Fixtures:
     root = tmp_path_factory.mktemp("fixtures")
     return Fixtures(make_fixtures.make_fixtures(root))
+
+
+@pytest.fixture(scope="session")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small files that declare huge pictures (see make_fixtures.make_hostile)."""
+    return make_fixtures.make_hostile(tmp_path_factory.mktemp("hostile"))
 
 
 @pytest.fixture(scope="session")
@@ -196,3 +211,36 @@ def browser():
         launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         yield launched
         launched.close()
+
+
+# The peak memory of this process, in bytes: Linux's VmHWM. Not ru_maxrss, which a child started
+# by vfork (subprocess) inherits from its parent, pytest, however big it grew.
+PEAK_MEMORY = """
+def peak_memory():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+"""
+
+# Runs the CLI in this interpreter and reports its peak memory on its last line of stderr,
+# whatever the exit.
+_MEASURED = PEAK_MEMORY + """
+import sys
+from imguard_cli.main import app
+try:
+    app(sys.argv[1:], prog_name="imguard")
+finally:
+    sys.stderr.write(f"\\npeak {peak_memory()}\\n")
+"""
+
+
+def run_measured(cwd: Path, *args: str) -> tuple[subprocess.CompletedProcess, int]:
+    """`imguard ARGS` in a fresh interpreter in `cwd`: its result and its peak memory in bytes
+    (with --jobs 1 the whole scan runs in that one process)."""
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("peak memory is read from /proc (Linux)")
+    env = {**os.environ, "COLUMNS": "240", "NO_COLOR": "1"}
+    done = subprocess.run([sys.executable, "-c", _MEASURED, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+    lines = done.stderr.rstrip().splitlines()
+    assert lines and lines[-1].startswith("peak "), done.stderr
+    return done, int(lines[-1].split()[1])

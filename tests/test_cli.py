@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 
 from conftest import IS_ROOT, ROOT_SKIP, run_script
 
+import imguard
 from imguard_cli.main import app
 
 COPIES = ["astronaut__exact.png", "chelsea__jpeg40.jpg", "coffee__png.png", "rocket__thumb300.jpg"]
@@ -100,6 +102,19 @@ def test_index_with_manifest_and_prune(cli, workdir, tmp_path):
     (images / "rocket.jpg").unlink()
     pruned = cli("index", str(images), "--db", db, "--prune", "--quiet", "--jobs", "1", "--format", "json")
     assert json.loads(pruned.stdout)["removed"] == 1
+    (images / "coffee.jpg").unlink()
+    (images / "coffee_hue.jpg").unlink()
+    shutil.move(images / "chelsea.jpg", images / "sub-chelsea.jpg")
+    empty_drive = tmp_path / "drive"
+    empty_drive.mkdir()
+    shutil.copyfile(workdir / "catalog" / "chelsea.jpg", empty_drive / "chelsea.jpg")
+    assert cli("index", str(empty_drive), "--db", db, "--quiet", "--jobs", "1").exit_code == 0
+    (empty_drive / "chelsea.jpg").unlink()  # the drive's mount point, empty
+    refused = cli("index", str(images), "--db", db, "--prune", "--quiet", "--jobs", "1", "--format", "json")
+    assert refused.exit_code == 2 and "not pruning: 1 catalog image(s)" in refused.stderr
+    assert "--force-prune" in refused.stderr and refused.stdout == ""
+    forced = cli("index", str(images), "--db", db, "--force-prune", "--quiet", "--jobs", "1", "--format", "json")
+    assert forced.exit_code == 0 and json.loads(forced.stdout)["removed"] == 4  # 2 deleted, 1 renamed, the drive's
     bad = tmp_path / "bad.csv"
     bad.write_text("file,sku\nx.jpg,1\n")
     result = cli("index", str(images), "--db", db, "--manifest", str(bad), "--quiet")
@@ -244,6 +259,68 @@ def test_strict_with_a_broken_file(cli, guard):
     strict = cli("scan", "broken", "--db", guard, "--strict", "--quiet", "--jobs", "1")
     assert strict.exit_code == 1
     assert "empty.png" in strict.stdout  # the table of unreadable files
+
+
+def test_exit_code_when_every_file_failed(cli, guard, workdir, tmp_path, fixtures):
+    """A run whose files all failed says so and exits 4, with --strict too (1 would say only that
+    some file failed); its output is printed as usual. An empty folder is a run that completed."""
+    broken = tmp_path / "all-broken"
+    broken.mkdir()
+    for case in ("empty", "truncated", "not_image"):
+        shutil.copyfile(fixtures.loader(case), broken / fixtures.loader(case).name)
+    for strict in ([], ["--strict"]):
+        result = cli("scan", str(broken), "--db", guard, "--format", "json", "--quiet", "--jobs", "1", *strict)
+        assert result.exit_code == 4, result.output
+        assert len(json.loads(result.stdout)["errors"]) == 3
+        assert "none of the 3 file(s) could be read" in result.stderr
+    result = cli("index", str(broken), "--db", str(tmp_path / "db"), "--format", "json", "--quiet", "--jobs", "1")
+    assert result.exit_code == 4 and len(json.loads(result.stdout)["errors"]) == 3
+    (tmp_path / "nothing").mkdir()
+    assert cli("scan", str(tmp_path / "nothing"), "--db", guard, "--quiet").exit_code == 0
+    assert cli("scan", "broken", "--db", guard, "--quiet", "--jobs", "1").exit_code == 0  # one of two failed
+
+
+def test_exit_code_of_imguards_own_failure(cli, guard, monkeypatch, tmp_path):
+    """A bug is exit 3 and a short message naming the error and the file its traceback went to,
+    never a bare traceback; IMGUARD_DEBUG=1 prints the traceback too."""
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug in a scan")
+
+    monkeypatch.setattr(imguard.Catalog, "scan", broken)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the traceback goes
+    result = cli("scan", "competitors", "--db", guard, "--quiet")
+    assert result.exit_code == 3 and "Traceback" not in result.output
+    assert "internal error (ZeroDivisionError: a bug in a scan)" in result.stderr
+    [kept] = tmp_path.glob("imguard-traceback-*.txt")
+    assert str(kept) in result.stderr and "ZeroDivisionError" in kept.read_text()
+    shown = cli("scan", "competitors", "--db", guard, "--quiet", env={"IMGUARD_DEBUG": "1"})
+    assert shown.exit_code == 3 and "Traceback (most recent call last)" in shown.stderr
+
+
+def test_exit_code_of_an_interrupted_run(cli, guard, monkeypatch):
+    """Ctrl-C is 130, as shells report SIGINT: click's own 1 would read as --fail-on-match's."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(imguard.Catalog, "scan", interrupted)
+    result = cli("scan", "competitors", "--db", guard, "--quiet", "--fail-on-match")
+    assert result.exit_code == 130 and "interrupted" in result.stderr and "Traceback" not in result.output
+
+
+def test_exit_code_of_a_broken_store(cli, workdir, tmp_path):
+    """A catalog store whose pages are damaged is imguard's failure, exit 3, with SQLite's reason
+    (a missing catalog stays a usage error, 2)."""
+    db = tmp_path / "db"
+    assert cli("index", "catalog", "--db", str(db), "--quiet", "--jobs", "1").exit_code == 0
+    store = db / "catalog.sqlite"
+    data = bytearray(store.read_bytes())
+    data[4096:] = b"\xa5" * (len(data) - 4096)  # every page after the first: the schema survives
+    store.write_bytes(bytes(data))
+    for command in (["scan", "competitors", "--quiet", "--jobs", "1"], ["stats"], ["index", "catalog", "--quiet"]):
+        result = cli(*command, "--db", str(db))
+        assert result.exit_code == 3, (command, result.output)
+        assert "the catalog store failed" in result.stderr and "malformed" in result.stderr, result.stderr
+        assert "Traceback" not in result.output
 
 
 def test_rebuild(cli, guard, workdir):

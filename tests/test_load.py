@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +212,52 @@ def test_decompression_bomb_limit_is_kept(fixtures, monkeypatch):
 def test_fingerprint_file_raises_image_error(fixtures):
     with pytest.raises(ImageError):
         imguard.fingerprint_file(str(fixtures.loader("empty")))
+
+
+# -- phone photos ----------------------------------------------------------------------------------
+
+
+def _phone(fixtures, case: str):
+    if case not in fixtures.loader_cases:
+        pytest.skip(f"this installation writes no {case.split('_')[0].upper()} (pillow-heif; Pillow >= 11.3 for AVIF)")
+    return fixtures.loader(case)
+
+
+@pytest.mark.parametrize("ext", ["heic", "avif"])
+def test_phone_photos_decode_upright(fixtures, ext):
+    """HEIC and AVIF decode like the other formats: the photo's pixels (as the lossless BMP has
+    them, within the codec's loss), and a rotated one upright, as exif_rotated.jpg."""
+    d = decode(_phone(fixtures, ext))
+    with Image.open(fixtures.loader("bmp")) as image:
+        photo = np.asarray(image.convert("RGB"), dtype=int)
+    assert (d.width, d.height) == (240, 160) and d.rgb.shape == (160, 240, 3)
+    assert np.abs(d.rgb.astype(int) - photo).mean() < 6
+    turned, jpeg = decode(_phone(fixtures, f"{ext}_rotated")), decode(fixtures.loader("exif_rotated"))
+    assert (turned.width, turned.height) == (160, 240) and turned.rgb.shape == (240, 160, 3)
+    top = turned.rgb[:100].reshape(-1, 3).mean(0)
+    assert top[0] > 230 and top[1] < 30 and top[2] < 30  # the red half is on top, as in the JPEG
+    assert np.abs(turned.rgb.astype(int) - jpeg.rgb.astype(int)).mean() < 6
+
+
+@pytest.mark.parametrize("ext", ["heic", "avif"])
+def test_phone_photos_are_indexed_and_scanned(fixtures, indexed, tmp_path, ext):
+    """A phone photo in a scan finds the catalog photo it was made from; in the catalog, it is
+    found by a copy of it."""
+    phone = _phone(fixtures, ext)
+    found = [m for m in indexed.scan(phone, jobs=1)]
+    assert [os.path.basename(m.reference) for m in found][:1] == ["chelsea.jpg"]
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        assert cat.add(phone, jobs=1).added == 1
+        found = list(cat.scan(fixtures.competitor("chelsea__jpeg40.jpg"), jobs=1))
+    assert [m.reference for m in found] == [str(phone)]
+
+
+def test_heif_support_is_loaded_only_for_heif_files(fixtures):
+    """pillow-heif is imported at the first file that needs it: a scan of JPEGs never pays for it."""
+    code = f"""
+import sys, imguard
+imguard.fingerprint_file({str(fixtures.catalog / "chelsea.jpg")!r})
+assert "pillow_heif" not in sys.modules
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -558,7 +558,7 @@ def test_scan_of_a_manifest_reports_bad_urls_as_errors(server, catalog, tmp_path
     assert _found(run) == {"astronaut_small.jpg": "astronaut.jpg"}
     assert {(e.path, e.error) for e in run.errors} == {
         (server + "gone.jpg", "not found (HTTP 404)"),
-        (server + "notes.txt", "not an image, or a format Pillow cannot read"),
+        (server + "notes.txt", "not an image, or a format imguard does not read"),
     }
 
 
