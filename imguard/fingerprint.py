@@ -19,9 +19,10 @@ from .limits import Limits, time_limit
 
 # Bumped whenever a change makes fingerprints incomparable with the previous ones (2: hashes on an
 # area-averaged shrink; 3: dHash shrunk from pHash's 32×32; 4: JPEG drafts within DRAFT_SLACK;
-# 5: borders searched on an averaged grid, edges placed to the pixel):
+# 5: borders searched on an averaged grid, edges placed to the pixel; 6: palette, bilevel and
+# 16-bit pictures reduced before their conversion to RGB, within the decode budget):
 # the store records it per image, and `Catalog.add` redoes older ones.
-FINGERPRINT_VERSION = 5
+FINGERPRINT_VERSION = 6
 THUMB_SIDE = 256  # reference pixels kept in the store for verification and evidence
 THUMB_QUALITY = 90
 HASH_SIDE = hashing.TRIM_GRID  # the view hashes alone need: the trim's grid (pHash itself, 32 px)

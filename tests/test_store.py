@@ -72,17 +72,24 @@ def test_a_schema_1_store_refuses_to_scan_until_reindexed(tmp_path):
         assert [m.matched_by for m in matches] == ["sha256"]
 
 
-def test_a_schema_2_store_scans_with_its_fingerprints(tmp_path):
-    """Schema 2 fingerprints are current: the migrated store finds a copy straight away."""
-    guard = old_store(2, tmp_path)
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_migrated_store_keeps_its_ids_and_metadata_through_reindexing(tmp_path, version):
+    """Fingerprints of an older imguard are made again; the entries keep their ids, their
+    manifest metadata, and (schema 3 on) when they were first indexed."""
+    guard = old_store(version, tmp_path)
     from PIL import Image
 
     copy = tmp_path / "copy.jpg"
     Image.open(tmp_path / "catalog" / "chelsea.jpg").resize((200, 133)).save(copy, quality=70)
     with imguard.Catalog.open(guard) as catalog:
+        before = {p: s.id for p, s in catalog.store.file_states().items()}
+        first = {i: catalog.store.reference(i).indexed_at for i in before.values()}
+        catalog.add(tmp_path / "catalog", jobs=1)
+        assert {p: s.id for p, s in catalog.store.file_states().items()} == before
+        assert {i: catalog.store.reference(i).indexed_at for i in before.values()} == first
         matches = list(catalog.scan(copy, jobs=1))
     assert [os.path.basename(m.reference) for m in matches] == ["chelsea.jpg"]
-    assert matches[0].evidence.reference_indexed_at is None
+    assert (matches[0].evidence.reference_indexed_at is None) == (version < 3)
     assert matches[0].reference_metadata["sku"] == "CAT-1"
 
 
