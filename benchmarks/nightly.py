@@ -92,17 +92,13 @@ def make_corpus(folder: Path, images: int, seed: int) -> tuple[Path, Path, Path]
 def thumbnail_scores(guard: imguard.Catalog, findings: list) -> list[float]:
     """How far a verification on the thumbnail a nightly run keeps falls from the full scan's
     score, for these findings (thumbnail minus full): what REVERSE_MARGIN must cover."""
-    import cv2
-
-    from imguard import features, fingerprint, history, load
+    from imguard import fingerprint, history
 
     past = history.History(guard.store)
     matcher = guard.matcher()
     differences = []
     for finding in findings:
-        ref = guard.store.reference(finding.image_id)
-        view = fingerprint.canonical_view(load.load(ref.abspath, features.FEATURE_SIDE))
-        mirror = features.features_and_mirror(cv2.cvtColor(view.rgb, cv2.COLOR_RGB2GRAY))[1]
+        mirror = fingerprint.features_of_file(guard.store.reference(finding.image_id).abspath)[1]
         record, prints = past.prints(finding.competitor_id)
         score = matcher.verify_prints(record, prints, {finding.image_id: mirror})[finding.image_id]
         differences.append(round(score - finding.score, 3))

@@ -104,10 +104,6 @@ def _fingerprint_chunk(limits: Limits, items: list[tuple[str, str, float]]) -> l
     return out
 
 
-def _match_chunk(matcher: Matcher, records: list[Record]) -> list[scan.Outcome]:
-    return matcher.match_chunk(records)
-
-
 class Catalog:
     """A folder holding the catalog store (SQLite, the truth) and its FAISS indexes."""
 
@@ -315,7 +311,7 @@ class Catalog:
         def outcomes() -> Iterator[scan.Outcome]:
             records = iter_records(sources, on_error=lambda path, reason: unreadable.append(
                 scan.Outcome(Record(path), error=ScanError(path, reason), folder=True)))
-            for chunk in run_chunks(_match_chunk, matcher, records):
+            for chunk in run_chunks(scan.match_chunk, matcher, records):
                 if progress:
                     progress(len(chunk))
                 yield from chunk
@@ -350,7 +346,7 @@ class Catalog:
                 progress: Progress | None = None) -> nightly.NightlyResult:
         """One nightly run (see imguard.nightly): index the catalog incrementally, scan what is new
         or changed in the configured sources, update the findings, write the report; returns what
-        changed since the last complete run. `config`: a Config or the path of its TOML file."""
+        changed since the last run that reported. `config`: a Config or the path of its TOML file."""
         if not isinstance(config, nightly.Config):
             config = nightly.load_config(config)
         if not dry_run:
@@ -383,20 +379,17 @@ class Catalog:
         try:
             with open(path, encoding="utf-8") as handle:
                 decisions = json.load(handle)["decisions"]
-            rows = [(int(d["finding"]), str(d["mark"]), d.get("note")) for d in decisions]
+            rows = [(str(d["mark"]), int(d["finding"]), None, None, d.get("note")) for d in decisions]
         except OSError as exc:
             raise history.MarkError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise history.MarkError(f"{path}: not a decisions file exported by the report ({exc!r})") from exc
         self._writable()
         with self.writing(wait):
-            marks = history.History(self.store)
-            for number, (finding, mark, note) in enumerate(rows, start=1):
-                if mark not in history.MARKS or finding not in {f.id for f in marks.findings(ids=[finding])}:
-                    raise history.MarkError(f"{path}: decision {number}: no finding {finding}, or an unknown mark "
-                                            f"{mark!r} (one of {', '.join(history.MARKS)})")
-            for finding, mark, note in rows:
-                marks.mark(mark, finding_id=finding, note=note)
+            try:
+                history.History(self.store).mark_many(rows)
+            except history.MarkError as exc:
+                raise history.MarkError(f"{path}: {exc}") from exc
         return len(rows)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -50,7 +51,26 @@ def single_thread_faiss() -> None:
 def _init(state: Any) -> None:
     global _STATE
     _STATE = state
+    _die_with_parent()
     single_thread_faiss()  # parallelism comes from processes; threads would fight
+
+
+def _die_with_parent() -> None:
+    """A worker of a run that is killed (SIGKILL: no clean-up) must not live on, holding memory
+    and, waiting for work that never comes, the files it inherited: Linux signals it when its
+    parent dies (prctl PR_SET_PDEATHSIG). Elsewhere a pool's workers notice a broken pipe."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the signal was asked for
+        os._exit(1)
 
 
 def _call(task: Callable[[Any, list], list], chunk: list) -> list:

@@ -7,14 +7,14 @@
                     stolen images → own originals; each pair side by side, the copied region
                     outlined in both pictures, score, explanation in words, both SHA-256s;
                     filters and sorting in the page, a summary on top
-    images/         one JPEG thumbnail per distinct picture, named by its SHA-256 (index.json says
-                    which part of the original each shows)
+    images/         one JPEG thumbnail per distinct picture, named by its SHA-256
     evidence/       one PNG per pair: both pictures side by side, regions outlined, a caption
                     with both names, SHA-256 prefixes, score and explanation
     complaints/     one draft per infringing listing, `<listing>.txt`, from a template
     complaints.csv  one row per infringing listing: what a marketplace's complaint form asks
     matches.json    what the page shows, as `imguard scan --format json` prints it
     matches.csv
+    imguard-report.json  what the report wrote, for the next report into the same folder
 
 Writing a report again into the same folder (every night) reuses the thumbnails and evidence
 pictures that have not changed (an evidence PNG is named by its content) and removes the others.
@@ -64,6 +64,9 @@ THUMB_SIDE = 240
 THUMB_QUALITY = 75
 PANEL_SIDE = 260  # each picture of an evidence PNG fits in this square
 PNG_COLOURS = 128
+# The evidence PNG's layout, in pixels: the border, the space between the two pictures, the
+# height of their labels above them, and of a caption line (13 px text and its leading).
+MARGIN, GAP, LABEL_HEIGHT, LINE_HEIGHT = 12, 16, 22, 19
 DECODE_SIDE = PANEL_SIDE  # pictures are decoded (JPEG draft) no larger than the panels need
 OUTLINE = (230, 20, 60)  # the copied region, in both pictures (the page uses the same colour)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -159,6 +162,12 @@ class PairView:
     def reference_name(self) -> str:
         return os.path.basename(self.match.reference)
 
+    @property
+    def complainable(self) -> bool:
+        """May a complaint name it: a copy (not a partial match) the seller did not silence
+        (ignored, licensed, not a copy)."""
+        return self.match.kind == "copy" and not (self.annotation and self.annotation.get("silenced"))
+
 
 @dataclass
 class StolenView:
@@ -185,8 +194,8 @@ class ListingView:
 
     @property
     def copies(self) -> list[StolenView]:
-        """Stolen images with at least one pair of kind "copy": what a complaint may name."""
-        return [s for s in self.stolen if any(p.match.kind == "copy" for p in s.pairs)]
+        """Stolen images with at least one complainable pair: what a complaint may name."""
+        return [s for s in self.stolen if any(p.complainable for p in s.pairs)]
 
     @property
     def best_score(self) -> float:
@@ -194,15 +203,20 @@ class ListingView:
 
     @property
     def own_listings(self) -> list[str]:
-        """The seller's own listings the copied photos belong to: URL, else ASIN, else SKU."""
+        """The seller's own listings the copied photos belong to (see `own_listing`)."""
         found = []
         for stolen in self.copies:
             for pair in stolen.pairs:
-                meta = pair.match.reference_metadata
-                own = meta.get("listing_url") or meta.get("url") or meta.get("asin") or meta.get("sku")
-                if own and own not in found:
+                own = own_listing(pair.match.reference_metadata)
+                if pair.complainable and own and own not in found:
                     found.append(own)
         return found
+
+
+def own_listing(metadata: dict[str, str]) -> str:
+    """The seller's listing of an own image, from the catalog's manifest: its URL, else its ASIN,
+    else its SKU ("" when the manifest says none)."""
+    return metadata.get("listing_url") or metadata.get("url") or metadata.get("asin") or metadata.get("sku") or ""
 
 
 def http_url(value: str | None) -> str | None:
@@ -238,7 +252,7 @@ def write_report(
     store: Store | None = None,
     complaint_template: str | os.PathLike[str] | None = None,
     query_pictures: PictureSource = file_picture,
-    annotations: dict[tuple[str, str], dict[str, Any]] | None = None,
+    annotations: Sequence[dict[str, Any] | None] | None = None,
     now: datetime.datetime | None = None,
 ) -> ReportFolder:
     """Write the evidence report of `matches` into `folder` (created; a report already there is
@@ -246,15 +260,19 @@ def write_report(
     show an own image whose file is gone from its thumbnail. `complaint_template`: a Jinja2 text
     template replacing the default draft (imguard/templates/complaint.txt.j2; it runs sandboxed).
     `query_pictures`: where competitor pictures come from (default: the files, or the download
-    cache). `annotations`: (query, reference) → what a nightly run knows of the pair (`finding`
-    id, `status`, `mark`, `mark_note`, `first_seen`, `last_seen`, `db`)."""
+    cache). `annotations`: one per match, what a nightly run knows of the pair (`finding` id,
+    `status`, `mark`, `mark_note`, `silenced`: never in a complaint, `first_seen`, `last_seen`,
+    `db`: the catalog path for the `imguard mark` command, quoted for a shell)."""
     folder = Path(folder)
-    matches = report.sorted_matches(list(matches))
-    template = _complaint_template(complaint_template)
+    matches = list(matches)
+    pairs = sorted(zip(matches, annotations if annotations is not None else [None] * len(matches), strict=True),
+                   key=lambda pair: report.output_order(pair[0]))
+    matches = [m for m, _ in pairs]
+    template = complaint_drafter(complaint_template)
     for part in ("images", "evidence", "complaints"):
         (folder / part).mkdir(parents=True, exist_ok=True)
     generated = (now or datetime.datetime.now(datetime.timezone.utc)).isoformat(timespec="seconds")
-    writer = _Writer(folder, query_pictures, catalog_pictures(store), annotations or {})
+    writer = _Writer(folder, query_pictures, catalog_pictures(store), [a for _, a in pairs])
     listings = writer.listings(matches)
 
     rows = []
@@ -286,14 +304,14 @@ class _Writer:
     at all when the files a previous report made of it are still there."""
 
     def __init__(self, folder: Path, query_pictures: PictureSource, own_pictures: PictureSource,
-                 annotations: dict[tuple[str, str], dict[str, Any]]) -> None:
+                 annotations: list[dict[str, Any] | None]) -> None:
         self.folder = folder
         self.query_pictures = query_pictures
         self.own_pictures = own_pictures
         self.annotations = annotations
         # sha256 → the thumbnail made of it: file, the part of the original it shows, a note
         self.thumbs: dict[str, dict[str, Any]] = {}
-        self._made_before: dict[str, dict[str, Any]] = _read_index(folder / THUMBS_INDEX)
+        self._made_before, self._files_before = _read_manifest(folder / MANIFEST)
         self._written: set[str] = set()
         self._pictures: dict[tuple[str, str], Picture | str] = {}
         self._font = _font(13)
@@ -328,14 +346,16 @@ class _Writer:
         return self.thumbs[sha256]
 
     def finish(self, complaints: set[str]) -> None:
-        """Note which part of its original each thumbnail shows, for the next report, and remove
-        what this report no longer shows (pictures of pairs gone, drafts of listings gone)."""
-        (self.folder / THUMBS_INDEX).write_text(json.dumps(self.thumbs, indent=0), encoding="utf-8")
-        keep = {t["file"] for t in self.thumbs.values()} | self._written | complaints | {THUMBS_INDEX}
-        for part in ("images", "evidence", "complaints"):
-            for path in (self.folder / part).iterdir():
-                if f"{part}/{path.name}" not in keep and path.is_file():
-                    path.unlink()
+        """Note what this report wrote and what part of its original each thumbnail shows, for
+        the next report, and remove what the last one wrote and this one no longer shows
+        (pictures of pairs gone, drafts of listings gone). Files imguard did not write stay."""
+        keep = {t["file"] for t in self.thumbs.values()} | self._written | complaints
+        (self.folder / MANIFEST).write_text(json.dumps({"files": sorted(keep), "thumbnails": self.thumbs}, indent=0),
+                                            encoding="utf-8")
+        for name in self._files_before - keep:
+            path = self.folder / name
+            if path.parent.parent == self.folder and path.parent.name in ("images", "evidence", "complaints"):
+                path.unlink(missing_ok=True)
 
     def listings(self, matches: list[Match]) -> list[ListingView]:
         grouped: dict[str, ListingView] = {}
@@ -363,7 +383,7 @@ class _Writer:
         v, e = match.evidence, match.explanation
         x0, y0, x1, y1 = e.reference_region
         outline = e.query_outline or ((0, 0), (v.query_size[0], 0), v.query_size, (0, v.query_size[1]))
-        key = hashlib.sha1(report.json_text(report.match_dict(match)).encode()).hexdigest()[:12]
+        key = hashlib.sha1(json.dumps(match.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
         png = f"evidence/{listing.slug}-{key}.png"
         query_thumb, own_thumb = self.reused_thumbnail(v.query_sha256), self.reused_thumbnail(v.reference_sha256)
         notes = []
@@ -378,7 +398,7 @@ class _Writer:
         notes += [f"their image: {query_thumb['note']}" if query_thumb and query_thumb["note"] else "",
                   f"your original: {own_thumb['note']}" if own_thumb and own_thumb["note"] else ""]
         return PairView(
-            number=number, match=match, annotation=self.annotations.get((match.query, match.reference)),
+            number=number, match=match, annotation=self.annotations[number - 1],
             evidence_png=png, query_thumb=query_thumb and query_thumb["file"],
             reference_thumb=own_thumb and own_thumb["file"],
             query_view_box=_view_box(query_thumb, v.query_size), reference_view_box=_view_box(own_thumb, v.reference_size),
@@ -388,15 +408,19 @@ class _Writer:
         )
 
 
-THUMBS_INDEX = "images/index.json"
+# What a report wrote (files relative to its folder) and what each thumbnail shows: the next
+# report reuses those and removes those it no longer needs, and nothing else.
+MANIFEST = "imguard-report.json"
 
 
-def _read_index(path: Path) -> dict[str, dict[str, Any]]:
+def _read_manifest(path: Path) -> tuple[dict[str, dict[str, Any]], set[str]]:
     try:
         made = json.loads(path.read_text(encoding="utf-8"))
-        return {k: v for k, v in made.items() if isinstance(v, dict) and {"file", "box", "note"} <= set(v)}
-    except (OSError, ValueError, AttributeError):
-        return {}
+        thumbs = {k: v for k, v in made["thumbnails"].items()
+                  if isinstance(v, dict) and {"file", "box", "note"} <= set(v)}
+        return thumbs, {f for f in made["files"] if isinstance(f, str)}
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return {}, set()
 
 
 def _view_box(thumb: dict[str, Any] | None, size: tuple[int, int]) -> str:
@@ -450,7 +474,7 @@ def _evidence_png(path: Path, match: Match, query: Picture | str, own: Picture |
     x0, y0, x1, y1 = e.reference_region
     left = _panel(query, outline, closed_box=False)
     right = _panel(own, ((x0, y0), (x1, y1)), closed_box=True)
-    margin, gap, label = 12, 16, 22
+    margin, gap, label = MARGIN, GAP, LABEL_HEIGHT
     width = margin * 2 + gap + left.width + right.width
     # The caption says what identifies the pair; dates and sizes are in matches.json and the page
     # (every glyph drawn costs: text is half of the picture's time).
@@ -461,7 +485,7 @@ def _evidence_png(path: Path, match: Match, query: Picture | str, own: Picture |
         (font, f"Your original: {report.safe_text(_basename(match.reference))} (SHA-256 {v.reference_sha256[:16]}...)"),
     ]
     wrapped = [(f, line) for f, text in lines for line in _wrap(text, f, width - 2 * margin)]
-    height = margin + label + max(left.height, right.height) + margin + 19 * len(wrapped) + margin
+    height = margin + label + max(left.height, right.height) + margin + LINE_HEIGHT * len(wrapped) + margin
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     draw.text((margin, margin), "Their image", fill=(0, 0, 0), font=bold)
@@ -471,7 +495,7 @@ def _evidence_png(path: Path, match: Match, query: Picture | str, own: Picture |
     y = margin + label + max(left.height, right.height) + margin
     for f, line in wrapped:
         draw.text((margin, y), line, fill=(20, 20, 20), font=f)
-        y += 19
+        y += LINE_HEIGHT
     canvas.quantize(PNG_COLOURS, method=Image.Quantize.FASTOCTREE).save(path, compress_level=6)
 
 
@@ -490,7 +514,7 @@ def _wrap(text: str, font: Any, width: int) -> list[str]:
 # -- complaints ------------------------------------------------------------------------------
 
 
-def _complaint_template(path: str | os.PathLike[str] | None) -> Callable[[dict[str, Any]], str]:
+def complaint_drafter(path: str | os.PathLike[str] | None) -> Callable[[dict[str, Any]], str]:
     """The draft's template, as a function of its context: a text template, rendered sandboxed
     (a replaced one is the user's file, and the values it shows are competitors' strings).
     Whatever goes wrong in it is a SourceError naming the file."""
@@ -516,23 +540,24 @@ def _complaint_template(path: str | os.PathLike[str] | None) -> Callable[[dict[s
 
 
 def _complaint_context(listing: ListingView, generated: str) -> dict[str, Any]:
-    """What a complaint template sees: plain strings and lists, nothing to call."""
+    """What a complaint template sees: plain strings and lists, nothing to call; every string
+    safe to show (control characters, such as a newline in a manifest cell that would add a line
+    to the draft, made visible)."""
     images = []
     for number, stolen in enumerate(listing.copies, start=1):
-        copies = [p for p in stolen.pairs if p.match.kind == "copy"]
+        copies = [p for p in stolen.pairs if p.complainable]
         images.append({
             "number": number,
             "position": stolen.position,
-            "location": report.safe_text(stolen.location),
+            "location": stolen.location,
             "url": stolen.url or "",
             "captured": stolen.captured,
             "originals": [{
-                "name": report.safe_text(p.reference_name),
+                "name": p.reference_name,
                 "sha256": p.match.evidence.reference_sha256,
                 "query_sha256": p.match.evidence.query_sha256,
                 "first_indexed": p.match.evidence.reference_indexed_at or "",
-                "own_listing": (p.match.reference_metadata.get("listing_url") or p.match.reference_metadata.get("url")
-                                or p.match.reference_metadata.get("asin") or ""),
+                "own_listing": own_listing(p.match.reference_metadata),
                 "title": p.match.reference_metadata.get("title", ""),
                 "edits": p.description,
                 "score": f"{p.match.score:.3f}",
@@ -540,19 +565,30 @@ def _complaint_context(listing: ListingView, generated: str) -> dict[str, Any]:
             } for p in copies],
         })
     meta = listing.metadata
-    return {
+    return _shown({
         "marketplace": meta.get("marketplace", ""),
-        "listing": report.safe_text(listing.id),
+        "listing": listing.id,
         "listing_url": listing.url or "",
         "asin": meta.get("asin", ""),
-        "title": report.safe_text(meta.get("title", "")),
-        "seller": report.safe_text(meta.get("seller", "")),
+        "title": meta.get("title", ""),
+        "seller": meta.get("seller", ""),
         "infringement_type": INFRINGEMENT,
         "images": images,
         "own_listings": listing.own_listings,
         "generated": generated,
         "imguard_version": __version__,
-    }
+    })
+
+
+def _shown(value: Any) -> Any:
+    """Every string in nested lists and dicts made safe to show (`report.safe_text`)."""
+    if isinstance(value, str):
+        return report.safe_text(value)
+    if isinstance(value, dict):
+        return {k: _shown(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shown(v) for v in value]
+    return value
 
 
 def _complaint_row(listing: ListingView, context: dict[str, Any]) -> dict[str, Any]:

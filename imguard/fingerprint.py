@@ -123,6 +123,14 @@ def region_hashes(view: View) -> list[tuple[hashing.Box, np.ndarray, dict[str, b
     return out
 
 
+def features_of_file(path: str | os.PathLike[str]) -> tuple[features.Features, features.Features]:
+    """The ORB features of an image file's canonical view and of its mirror image (in the mirror
+    image's coordinates), as a scan extracts them from a query: what a catalog image needs to be
+    looked for in what a nightly run kept of competitor images."""
+    view = canonical_view(load.load(path, features.FEATURE_SIDE))
+    return features.features_and_mirror(view.grey)
+
+
 def encode_thumbnail(rgb: np.ndarray) -> bytes:
     small = _fit(rgb, THUMB_SIDE)
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY])

@@ -9,7 +9,7 @@ decisions).
 
 A finding's status, as each run sees it:
 
-- ``new``: first seen (since the last complete run);
+- ``new``: first seen (since the last run that reported what it found);
 - ``ongoing``: seen before, and again;
 - ``resolved``: seen before; its competitor image is gone, or was read again and no longer
   matches, in a source that was read completely, by a run that completed;
@@ -27,7 +27,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import report
 from .errors import ImguardError
 from .fingerprint import FINGERPRINT_VERSION
 from .scan import Match, QueryPrints
@@ -38,6 +37,13 @@ STATUSES = ("new", "ongoing", "resolved", "reappeared")
 MARKS = ("reported", "ignored", "licensed", "not-a-copy")
 SILENCED = frozenset({"ignored", "licensed", "not-a-copy"})  # never alerted again
 ACTIVE = ("new", "ongoing", "reappeared")
+# Ids per SQL statement at most: SQLite's limit on bound variables is 999 in older builds.
+BATCH = 500
+
+
+def metadata_json(metadata: dict[str, str]) -> str:
+    """A competitor image's metadata as the history keeps it: comparing two is comparing these."""
+    return json.dumps(metadata, sort_keys=True)
 
 
 class MarkError(ImguardError):
@@ -61,8 +67,8 @@ class CompetitorState:
     sha256: str | None
     nbytes: int | None
     mtime: float | None
-    etag: str | None
-    metadata: str  # JSON, as stored
+    etag: str | None  # the URL's validator (ETag, Last-Modified) when it was read
+    metadata: str  # metadata_json, as stored
     gone: bool
 
 
@@ -88,6 +94,7 @@ class Finding:
     mark_note: str | None = None
     marked_at: float | None = None
     match: Match | None = field(default=None, repr=False)  # its last sighting
+    metadata: dict[str, str] = field(default_factory=dict)  # its competitor image's, as listed last
 
     @property
     def silenced(self) -> bool:
@@ -131,6 +138,19 @@ class History:
         return None if row is None else Run(row[0], row[1], row[2] or row[1], True, json.loads(row[3]))
 
     @guarded
+    def last_reported_run(self) -> int:
+        """The id of the last run whose report and summary were made (0: none): what changed
+        after it is what the next summary says, even when a run in between was killed before it
+        could say it."""
+        row = self.db.execute("SELECT MAX(id) FROM runs WHERE reported = 1").fetchone()
+        return int(row[0] or 0)
+
+    @guarded
+    def reported(self, run_id: int) -> None:
+        with self.db:
+            self.db.execute("UPDATE runs SET reported = 1 WHERE id = ?", (run_id,))
+
+    @guarded
     def catalog_indexed(self, run_id: int, generation: int) -> None:
         """The run's catalog step is done: own images fingerprinted after now are new to the
         next run."""
@@ -147,13 +167,8 @@ class History:
                 " VALUES (?, ?, ?, ?, ?, ?)", (run_id, source, int(complete), error, listed, scanned))
 
     @guarded
-    def complete_sources(self, run_id: int) -> list[str]:
-        return [r[0] for r in self.db.execute(
-            "SELECT source FROM run_sources WHERE run_id = ? AND complete = 1", (run_id,))]
-
-    @guarded
     def prune_runs(self, older_than: float) -> int:
-        """Forget runs that ended before `older_than` (seconds since the epoch); the last
+        """Forget runs that started before `older_than` (seconds since the epoch); the last
         complete run is always kept (incremental runs start from it)."""
         last = self.last_complete_run()
         with self.db:
@@ -181,9 +196,15 @@ class History:
 
     @guarded
     def set_metadata(self, ids_metadata: Iterable[tuple[int, dict[str, str]]]) -> None:
+        """New metadata of unchanged competitor images (a manifest edited): their findings take
+        the new listing and seller, which marks go by."""
+        rows = list(ids_metadata)
         with self.db:
             self.db.executemany("UPDATE competitor_images SET metadata = ? WHERE id = ?",
-                                [(json.dumps(m, sort_keys=True), i) for i, m in ids_metadata])
+                                [(metadata_json(m), i) for i, m in rows])
+            self.db.executemany("UPDATE findings SET listing = ?, seller = ? WHERE competitor_id = ?",
+                                [(path_to_db(m.get("listing", "")), path_to_db(m.get("seller", "")), i)
+                                 for i, m in rows])
 
     @guarded
     def record_competitor(self, run_id: int, source: str, record: Record, prints: QueryPrints, *,
@@ -192,7 +213,7 @@ class History:
         Call inside the transaction that records its findings: a kill loses both or neither."""
         values = {
             "source": source, "location": path_to_db(record.location), "sha256": prints.sha256,
-            "nbytes": prints.nbytes, "mtime": mtime, "etag": etag, "metadata": json.dumps(record.metadata, sort_keys=True),
+            "nbytes": prints.nbytes, "mtime": mtime, "etag": etag, "metadata": metadata_json(record.metadata),
             "width": prints.size[0], "height": prints.size[1], "box_x0": prints.box[0], "box_y0": prints.box[1],
             "box_x1": prints.box[2], "box_y1": prints.box[3], "view_w": prints.view_size[0],
             "view_h": prints.view_size[1], "hashes": prints.hashes, "keypoints": prints.keypoints,
@@ -246,8 +267,8 @@ class History:
         """(id, source, location, metadata) of these competitor images."""
         ids = list(ids)
         out = []
-        for start in range(0, len(ids), 500):
-            part = ids[start:start + 500]
+        for start in range(0, len(ids), BATCH):
+            part = ids[start:start + BATCH]
             out += [(r[0], r[1], path_from_db(r[2]), json.loads(r[3])) for r in self.db.execute(
                 f"SELECT id, source, location, metadata FROM competitor_images WHERE id IN ({','.join('?' * len(part))})",
                 part)]
@@ -258,10 +279,10 @@ class History:
     @guarded
     def sight(self, run_id: int, since: int, competitor_id: int, image_id: int, match: Match,
               now: float | None = None) -> int:
-        """A finding seen in this run (with `match` as its evidence). `since`: the last complete
-        run's id (0 for none): a status set after it is what the next summary reports."""
+        """A finding seen in this run (with `match` as its evidence). `since`: the last reported
+        run's id (0 for none): a status set after it is what the next summary says."""
         now = time.time() if now is None else now
-        evidence = report.json_text(report.match_dict(match))
+        evidence = json.dumps(match.as_dict())  # ASCII: a non-UTF-8 file name is escaped, losslessly
         row = self.db.execute("SELECT id, status, status_run, best_score FROM findings"
                               " WHERE image_id = ? AND competitor_id = ?", (image_id, competitor_id)).fetchone()
         meta = match.query_metadata
@@ -269,36 +290,38 @@ class History:
             cursor = self.db.execute(
                 "INSERT INTO findings (image_id, competitor_id, listing, seller, status, status_run, first_seen,"
                 " last_seen, first_run, last_run, best_score, evidence) VALUES (?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, ?)",
-                (image_id, competitor_id, meta.get("listing", ""), meta.get("seller", ""), run_id, now, now, run_id,
-                 run_id, match.score, evidence))
+                (image_id, competitor_id, path_to_db(meta.get("listing", "")), path_to_db(meta.get("seller", "")),
+                 run_id, now, now, run_id, run_id, match.score, evidence))
             return int(cursor.lastrowid)
         finding_id, status, status_run, best = row
         status, status_run = _sighted(status, status_run, run_id, since)
         self.db.execute(
             "UPDATE findings SET status = ?, status_run = ?, last_seen = ?, last_run = ?, missing_run = NULL,"
             " best_score = ?, evidence = ?, listing = ?, seller = ? WHERE id = ?",
-            (status, status_run, now, run_id, max(best, match.score), evidence, meta.get("listing", ""),
-             meta.get("seller", ""), finding_id))
+            (status, status_run, now, run_id, max(best, match.score), evidence,
+             path_to_db(meta.get("listing", "")), path_to_db(meta.get("seller", "")), finding_id))
         return int(finding_id)
 
     @guarded
     def sight_unchanged(self, run_id: int, since: int, competitor_ids: Iterable[int], skip: set[int]) -> int:
         """The findings of competitor images listed unchanged in this run are seen again, with
         the evidence they had (the file and the own image are what they were). Findings of own
-        images in `skip` (changed since) are left to their rescan."""
+        images in `skip` (changed since) are left to their rescan, and those found no longer
+        matching by an earlier run that did not complete stay so, to be resolved."""
         now = time.time()
         ids = list(competitor_ids)
         rows = []
-        for start in range(0, len(ids), 500):
-            part = ids[start:start + 500]
+        for start in range(0, len(ids), BATCH):
+            part = ids[start:start + BATCH]
             rows += self.db.execute(  # the findings of own images still in the catalog
                 f"SELECT id, status, status_run, image_id FROM findings WHERE competitor_id IN ({','.join('?' * len(part))})"
-                " AND status != 'resolved' AND image_id IN (SELECT id FROM images)", part).fetchall()
+                " AND status != 'resolved' AND missing_run IS NULL AND image_id IN (SELECT id FROM images)",
+                part).fetchall()
         updates = [(*_sighted(status, status_run, run_id, since), now, run_id, fid)
                    for fid, status, status_run, image_id in rows if image_id not in skip]
         with self.db:
-            self.db.executemany("UPDATE findings SET status = ?, status_run = ?, last_seen = ?, last_run = ?,"
-                                " missing_run = NULL WHERE id = ?", updates)
+            self.db.executemany("UPDATE findings SET status = ?, status_run = ?, last_seen = ?, last_run = ?"
+                                " WHERE id = ?", updates)
         return len(updates)
 
     @guarded
@@ -317,8 +340,8 @@ class History:
         """Competitor images with an active finding on one of these own images."""
         ids = list(image_ids)
         out: set[int] = set()
-        for start in range(0, len(ids), 500):
-            part = ids[start:start + 500]
+        for start in range(0, len(ids), BATCH):
+            part = ids[start:start + BATCH]
             out |= {r[0] for r in self.db.execute(
                 f"SELECT competitor_id FROM findings WHERE image_id IN ({','.join('?' * len(part))})"
                 " AND status != 'resolved'", part)}
@@ -352,14 +375,14 @@ class History:
                  listing: str | None = None, seen_since_run: int | None = None,
                  status_since_run: int | None = None, first_seen_before: float | None = None,
                  with_match: bool = False) -> list[Finding]:
-        """Findings, newest first, with their latest mark (their own, else their listing's or
-        seller's); filtered by id, status, listing, the runs that saw them or set their status,
-        or age (first seen before a time)."""
+        """Findings, newest first, with their mark (the latest of their own, their listing's and
+        their seller's); filtered by id, status, listing, the runs that saw them or set their
+        status, or age (first seen before a time)."""
         ids = None if ids is None else list(ids)
         conditions = [
             (ids is not None, f"f.id IN ({','.join('?' * len(ids or [])) or 'NULL'})", ids or []),
             (bool(statuses), f"f.status IN ({','.join('?' * len(statuses or []))})", list(statuses or [])),
-            (listing is not None, "f.listing = ?", [listing]),
+            (listing is not None, "f.listing = ?", [path_to_db(listing or "")]),
             (seen_since_run is not None, "f.last_run > ?", [seen_since_run]),
             (status_since_run is not None, "f.status_run > ?", [status_since_run]),
             (first_seen_before is not None, "f.first_seen < ?", [first_seen_before]),
@@ -368,31 +391,34 @@ class History:
         args = [value for wanted, _, values in conditions if wanted for value in values]
         rows = self.db.execute(
             "SELECT f.id, f.image_id, f.competitor_id, f.listing, f.seller, c.source, c.location, f.status,"
-            " f.status_run, f.best_score, f.first_seen, f.last_seen, f.last_run, f.evidence"
+            " f.status_run, f.best_score, f.first_seen, f.last_seen, f.last_run, f.evidence, c.metadata"
             " FROM findings f JOIN competitor_images c ON c.id = f.competitor_id"
             f" WHERE {' AND '.join(where)} ORDER BY f.id DESC", args).fetchall()
         marks = self._marks()
         out = []
         for row in rows:
             evidence = json.loads(row[13])
-            mark = marks.get(("finding", row[0])) or marks.get(("listing", row[3])) or marks.get(("seller", row[4]))
+            # the latest of the marks that apply (by id: a listing licensed after a finding was
+            # reported silences it)
+            mark = max((m for m in (marks.get(("finding", row[0])), marks.get(("listing", row[3])),
+                                    marks.get(("seller", row[4]))) if m), default=None)
             out.append(Finding(
-                id=row[0], image_id=row[1], competitor_id=row[2], listing=row[3], seller=row[4], source=row[5],
-                query=evidence["query"], reference=evidence["reference"], status=row[7], status_run=row[8],
-                score=row[9], first_seen=row[10], last_seen=row[11], last_run=row[12],
-                mark=mark[0] if mark else None, mark_note=mark[1] if mark else None,
-                marked_at=mark[2] if mark else None,
-                match=report.match_from_dict(evidence) if with_match else None))
+                id=row[0], image_id=row[1], competitor_id=row[2], listing=path_from_db(row[3]),
+                seller=path_from_db(row[4]), source=row[5], query=evidence["query"],
+                reference=evidence["reference"], status=row[7], status_run=row[8], score=row[9], first_seen=row[10],
+                last_seen=row[11], last_run=row[12], mark=mark[1] if mark else None,
+                mark_note=mark[2] if mark else None, marked_at=mark[3] if mark else None,
+                match=Match.from_dict(evidence) if with_match else None, metadata=json.loads(row[14])))
         return out
 
-    def _marks(self) -> dict[tuple[str, Any], tuple[str, str | None, float]]:
-        """The latest mark of each finding, listing and seller."""
-        latest: dict[tuple[str, Any], tuple[str, str | None, float]] = {}
-        for finding_id, listing, seller, mark, note, created in self.db.execute(
-                "SELECT finding_id, listing, seller, mark, note, created_at FROM marks ORDER BY id"):
+    def _marks(self) -> dict[tuple[str, Any], tuple[int, str, str | None, float]]:
+        """The latest mark of each finding, listing and seller: (id, mark, note, time)."""
+        latest: dict[tuple[str, Any], tuple[int, str, str | None, float]] = {}
+        for mark_id, finding_id, listing, seller, mark, note, created in self.db.execute(
+                "SELECT id, finding_id, listing, seller, mark, note, created_at FROM marks ORDER BY id"):
             key = ("finding", finding_id) if finding_id is not None else (
                 ("listing", listing) if listing is not None else ("seller", seller))
-            latest[key] = (mark, note, created)
+            latest[key] = (mark_id, mark, note, created)
         return latest
 
     # -- marks ----------------------------------------------------------------------------
@@ -401,26 +427,43 @@ class History:
     def mark(self, mark: str, *, finding_id: int | None = None, listing: str | None = None,
              seller: str | None = None, note: str | None = None) -> int:
         """Record the seller's decision about one finding, or (``licensed`` only) every finding,
-        present and future, of a listing or a seller. The latest mark of a finding counts."""
-        if mark not in MARKS:
-            raise MarkError(f"unknown mark {mark!r}: one of {', '.join(MARKS)}")
-        if (finding_id is None) == (listing is None and seller is None) or (listing is not None and seller is not None):
-            raise MarkError("mark one finding (its id), or one listing or one seller")
-        if finding_id is None and mark != "licensed":
-            raise MarkError("a whole listing or seller can only be marked licensed")
-        if finding_id is not None and not self.db.execute("SELECT 1 FROM findings WHERE id = ?", (finding_id,)).fetchone():
-            raise MarkError(f"no finding with id {finding_id}")
+        present and future, of a listing or a seller. The latest mark that applies counts."""
+        return self.mark_many([(mark, finding_id, listing, seller, note)], numbered=False)[0]
+
+    @guarded
+    def mark_many(self, marks: Sequence[tuple[str, int | None, str | None, str | None, str | None]], *,
+                  numbered: bool = True) -> list[int]:
+        """Several marks (mark, finding id, listing, seller, note) in one transaction: every one
+        is checked first, and one that is wrong (MarkError, naming it by its number) records
+        none of them."""
+        for number, (mark, finding_id, listing, seller, note) in enumerate(marks, start=1):
+            where = f"decision {number}: " if numbered else ""
+            if mark not in MARKS:
+                raise MarkError(f"{where}unknown mark {mark!r}: one of {', '.join(MARKS)}")
+            if (finding_id is None) == (listing is None and seller is None) or (listing is not None and seller is not None):
+                raise MarkError(f"{where}mark one finding (its id), or one listing or one seller")
+            if listing == "" or seller == "":
+                raise MarkError(f"{where}an empty listing or seller names nothing to mark")
+            if finding_id is None and mark != "licensed":
+                raise MarkError(f"{where}a whole listing or seller can only be marked licensed")
+            if note is not None and not isinstance(note, str):
+                raise MarkError(f"{where}a note is text, not {type(note).__name__}")
+            if finding_id is not None and not self.db.execute("SELECT 1 FROM findings WHERE id = ?",
+                                                              (finding_id,)).fetchone():
+                raise MarkError(f"{where}no finding with id {finding_id}")
+        now = time.time()
         with self.db:
-            cursor = self.db.execute(
+            return [int(self.db.execute(
                 "INSERT INTO marks (finding_id, listing, seller, mark, note, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (finding_id, listing, seller, mark, note, time.time()))
-        return int(cursor.lastrowid)
+                (finding_id, None if listing is None else path_to_db(listing),
+                 None if seller is None else path_to_db(seller), mark, note, now)).lastrowid)
+                    for mark, finding_id, listing, seller, note in marks]
 
 
 def _sighted(status: str, status_run: int, run_id: int, since: int) -> tuple[str, int]:
     """The status of a finding seen again in run `run_id`: resolved ones reappear; a status set
-    since the last complete run (`since`) stands, so that the summary still reports it; anything
-    older is ongoing."""
+    since the last reported run (`since`) stands, so that the next summary still says it;
+    anything older is ongoing."""
     if status == "resolved":
         return "reappeared", run_id
     if status_run > since:

@@ -2,8 +2,10 @@
 
 SQLite already serialises single transactions; this lock serialises whole runs, so that two cron
 jobs never interleave an index with a nightly comparison. It is an advisory lock on
-``<catalog>/lock`` (``fcntl.flock``; ``msvcrt.locking`` on Windows), released by the system when
-the holder dies, however it dies: a SIGKILL leaves no stale lock. The file also says who holds it
+``<catalog>/lock``: a POSIX record lock (``fcntl.lockf``; ``msvcrt.locking`` on Windows), owned by
+the process that took it and released by the system when that process dies, however it dies: a
+SIGKILL leaves no stale lock. (Not ``flock``: a flock is shared with the worker processes a run
+forks, which would keep it while they live on.) The file also says who holds it
 (pid, command, since), for the message a second writer gets. Readers (`scan`, `stats`, `findings`)
 never take it.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from typing import IO, Any
 
@@ -34,50 +37,62 @@ class LockHeld(ImguardError):
         self.holder = holder
 
 
+# The locks this process holds: lock file → [handle, depth]. One entry per file, whatever number
+# of Catalog objects use it: a POSIX lock is the process's, and closing any handle of the file
+# would release it for all of them. A forked child holds none of them.
+_HELD: dict[str, list[Any]] = {}
+_HELD_GUARD = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_HELD.clear)
+
+
 class CatalogLock:
-    """The writer lock of one catalog folder. Re-entrant within one object: a nightly run that
+    """The writer lock of one catalog folder. Re-entrant within a process: a nightly run that
     indexes the catalog takes it once."""
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
         self.path = os.path.join(folder, LOCK_NAME)
-        self._handle: IO[str] | None = None
-        self._depth = 0
+        self._key = os.path.realpath(self.path)
 
     def acquire(self, wait: float = 0.0) -> None:
         """Take the lock, waiting up to `wait` seconds for another holder to finish; LockHeld
         (naming the holder) when it does not."""
-        if self._depth:
-            self._depth += 1
-            return
-        os.makedirs(self.folder, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")
-        start = time.monotonic()
-        while not _try_lock(handle):
-            if time.monotonic() - start >= wait:
-                holder = _read_holder(handle)
-                handle.close()
-                raise LockHeld(self.folder, holder, round(wait, 1))
-            time.sleep(POLL_SECONDS)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "command": " ".join(sys.argv),
-                                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
-        handle.flush()
-        self._handle = handle
-        self._depth = 1
+        with _HELD_GUARD:
+            held = _HELD.get(self._key)
+            if held is not None:
+                held[1] += 1
+                return
+            os.makedirs(self.folder, exist_ok=True)
+            handle = open(self.path, "a+", encoding="utf-8")
+            start = time.monotonic()
+            while not _try_lock(handle):
+                if time.monotonic() - start >= wait:
+                    holder = _read_holder(handle)
+                    handle.close()
+                    raise LockHeld(self.folder, holder, round(wait, 1))
+                time.sleep(POLL_SECONDS)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "command": " ".join(sys.argv),
+                                     "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+            handle.flush()
+            _HELD[self._key] = [handle, 1]
 
     def release(self) -> None:
-        if not self._depth:
-            return
-        self._depth -= 1
-        if self._depth == 0 and self._handle is not None:
-            self._handle.seek(0)
-            self._handle.truncate()  # nobody holds it: nobody to name
-            self._handle.flush()
-            _unlock(self._handle)
-            self._handle.close()
-            self._handle = None
+        with _HELD_GUARD:
+            held = _HELD.get(self._key)
+            if held is None:
+                return
+            held[1] -= 1
+            if held[1] == 0:
+                handle = held[0]
+                handle.seek(0)
+                handle.truncate()  # nobody holds it: nobody to name
+                handle.flush()
+                _unlock(handle)
+                handle.close()
+                del _HELD[self._key]
 
     def __enter__(self) -> CatalogLock:
         self.acquire()
@@ -116,10 +131,10 @@ else:
 
     def _try_lock(handle: IO[str]) -> bool:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
             return True
-        except BlockingIOError:
+        except OSError:  # EACCES or EAGAIN: another process holds it
             return False
 
     def _unlock(handle: IO[str]) -> None:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        fcntl.lockf(handle.fileno(), fcntl.LOCK_UN, 1, 0)

@@ -4,9 +4,10 @@ One run, under the catalog's writer lock:
 
 1. index the catalog incrementally (new and changed own images);
 2. list every source; a competitor image whose size and mtime (a URL: whose content, asked
-   conditionally) did not change since the last complete run is not read again, and its findings
-   are seen again as they were; new and changed ones are scanned, and what the scan keeps of
-   them (hashes, ORB descriptors, a thumbnail) goes into the history;
+   conditionally) did not change since it was last read is not read again, and its findings are
+   seen again as they were; new and changed ones are scanned, and what the scan keeps of them
+   (hashes, ORB descriptors, a thumbnail) goes into the history. An image that cannot be read
+   tonight (a decoder error, a server error) keeps its findings as they were;
 3. own images new or changed since the last complete run are looked for in the unchanged
    competitor images from what the history kept of them (`scan.reverse_candidates`), and the
    candidates are scanned again: a new catalog photo stolen last month is a finding on its first
@@ -22,24 +23,24 @@ file (see `load_config`); `Catalog.nightly` and `imguard nightly` are thin calls
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
-from . import engine, features, fetch, fingerprint, load, scan
+from . import engine, fetch, fingerprint, scan
 from ._version import __version__
 from .errors import ImageError, ImguardError
-from .evidence import Picture, ReportFolder, file_picture
-from .history import ACTIVE, Finding, History
-from .scan import Matcher, Outcome, ScanError
+from .evidence import Picture, ReportFolder, complaint_drafter, file_picture
+from .history import ACTIVE, CompetitorState, Finding, History, metadata_json
+from .scan import Outcome, ScanError
 from .sources import Record, iter_records
 
 if sys.version_info >= (3, 11):
@@ -48,6 +49,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 REMOTE_BATCH = 64  # URLs asked about (conditionally) at a time: what one batch holds in memory
+GONE = ("not found", "HTTP 410")  # what fetch says of a URL whose image was taken down
 # A new own image verified this close under the threshold in the thumbnail a run kept of a
 # competitor image is read again in full: the thumbnail is the resolution the dense check
 # compares at, but its keypoints are those of the view, and JPEG noise moves a score a little.
@@ -183,9 +185,19 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         report=local("report", data["report"], must_exist=False) if "report" in data else None,
         threshold=threshold, still_online_days=float(data.get("still_online_days", 7.0)),
         keep_runs_days=float(data.get("keep_runs_days", 90.0)), jobs=data.get("jobs"),
-        complaint_template=local("complaint_template", data["complaint_template"])
+        complaint_template=_template(local("complaint_template", data["complaint_template"]), fail)
         if "complaint_template" in data else None,
     )
+
+
+def _template(path: str, fail: Callable[[str, str], ConfigError]) -> str:
+    """A complaint template that compiles: a broken one stops the run before it starts, not
+    after it has recorded what it found."""
+    try:
+        complaint_drafter(path)
+    except ImguardError as exc:
+        raise fail("complaint_template", str(exc)) from exc
+    return path
 
 
 def _check_keys(data: dict[str, Any], known: dict[str, tuple[tuple[type, ...], str]], prefix: str,
@@ -206,7 +218,7 @@ CHANGES = ("new", "reappeared", "resolved", "still_online_after_report", "ongoin
 
 @dataclass
 class NightlyResult:
-    """What a nightly run did, and what changed since the last complete run."""
+    """What a nightly run did, and what changed since the last run that reported."""
 
     run_id: int | None
     dry_run: bool = False
@@ -280,8 +292,8 @@ class _Night:
 
     def run(self) -> NightlyResult:
         start = time.perf_counter()
-        last = self.history.last_complete_run()
-        self.since = last.id if last else 0
+        last = self.history.last_complete_run()  # what was read: the base of what changed
+        self.since = self.history.last_reported_run()  # what was said: the base of the summary
         settings = _settings(self.config)
         self.full = last is None or {k: last.settings.get(k) for k in settings} != settings
         self.run_id = self.history.start_run({**settings, "sources": [s.name for s in self.config.sources]},
@@ -296,11 +308,11 @@ class _Night:
         changed_own = [] if self.full else self.store.fingerprinted_since(last.indexed_at)
         self.stats["new_own_images"] = len(changed_own)
 
-        unchanged: dict[int, Source] = {}
+        unchanged: dict[int, tuple[Source, CompetitorState]] = {}
         complete: list[str] = []
         for source in self.config.sources:
             kept, whole = self._source(source)
-            unchanged.update({i: source for i in kept})
+            unchanged.update({state.id: (source, state) for state in kept})
             if whole:
                 complete.append(source.name)
         lap("sources")
@@ -308,11 +320,13 @@ class _Night:
             again = self._look_for(changed_own, set(unchanged))
             self.stats["rescanned_for_new_own_images"] = len(again)
             by_source: dict[str, list[Record]] = {}
+            facts: dict[str, tuple[float | None, str | None]] = {}
             for cid, name, location, metadata in self.history.competitors(again):
                 by_source.setdefault(name, []).append(Record(location, metadata))
-                unchanged.pop(cid, None)
+                state = unchanged.pop(cid)[1]
+                facts[location] = (state.mtime, state.etag)  # unchanged: what made it so, kept
             for source in self.config.sources:
-                self._scan(source, by_source.get(source.name, []), {})
+                self._scan(source, by_source.get(source.name, []), facts)
             lap("new_own_images")
         self.history.sight_unchanged(self.run_id, self.since, unchanged, skip=set(changed_own))
         self.stats["unchanged"] = len(unchanged)
@@ -321,17 +335,21 @@ class _Night:
         self.result.changes = self._changes()
         lap("findings")
         if self.config.report:
-            self.result.report = self._report()
+            try:
+                self.result.report = self._report()
+            except (ImguardError, OSError) as exc:  # the run is recorded: say so, and go on
+                self.result.errors.append(ScanError(self.config.report, f"the report was not written ({exc})"))
             lap("report")
+        self.history.reported(self.run_id)
         self.stats["seconds"] = round(time.perf_counter() - start, 3)
         self.result.stats = self.stats
         return self.result
 
     # -- sources --
 
-    def _source(self, source: Source) -> tuple[list[int], bool]:
-        """List a source, scan what is new or changed; (ids of the unchanged images, whether the
-        source was read completely)."""
+    def _source(self, source: Source) -> tuple[list[CompetitorState], bool]:
+        """List a source, scan what is new or changed; (the unchanged images, whether the
+        source was listed completely)."""
         errors: list[ScanError] = []
         try:
             records = list(iter_records(source.location, allowed_roots=source.allowed_roots,
@@ -342,42 +360,43 @@ class _Night:
             self.result.sources.append({"name": source.name, "complete": False, "error": str(exc), "listed": 0,
                                         "scanned": 0})
             return [], False
-        states = self.history.competitor_states(source.name)
-        kept: list[int] = []
+        self.states = states = self.history.competitor_states(source.name)
+        listing_errors = len(errors)  # a folder or a manifest row that could not be read
+        kept: list[CompetitorState] = []
+        held: list[int] = []
         todo: list[Record] = []
         facts: dict[str, tuple[float | None, str | None]] = {}  # location → (mtime, validator)
         metadata_changes = []
-        incomplete = bool(errors)
         for batch in engine.chunked(records, REMOTE_BATCH):
             for record, verdict in self._changed(source, batch, states, facts, errors):
                 state = states.get(record.location)
                 if verdict == "unchanged" and state is not None:
-                    kept.append(state.id)
-                    if state.metadata != _json(record.metadata):
+                    kept.append(state)
+                    if state.metadata != metadata_json(record.metadata):
                         metadata_changes.append((state.id, record.metadata))
                 elif verdict == "changed":
                     todo.append(record)
-                elif verdict == "unreadable":
-                    incomplete = True
-                    if state is not None:
-                        kept.append(state.id)  # there, but not read: its findings stay as they are
-                # "gone": not listed, so resolved when the run completes
-        self.history.seen(self.run_id, kept)
+                elif verdict == "unreadable" and state is not None:
+                    held.append(state.id)  # there, but not read tonight: its findings stay as they are
+                # "gone": not listed, so its findings are resolved when the run completes
+        self.history.seen(self.run_id, [state.id for state in kept] + held)
         self.history.set_metadata(metadata_changes)
         scanned = self._scan(source, todo, facts)
         self.result.errors += errors
         self.stats["listed"] += len(records)
-        self.history.source_read(self.run_id, source.name, complete=not incomplete,
-                                 error="; ".join(e.error for e in errors[:3]) or None, listed=len(records),
+        complete = not listing_errors
+        error = "; ".join(e.error for e in errors[:3]) or None
+        self.history.source_read(self.run_id, source.name, complete=complete, error=error, listed=len(records),
                                  scanned=scanned)
-        self.result.sources.append({"name": source.name, "complete": not incomplete, "error": None,
+        self.result.sources.append({"name": source.name, "complete": complete, "error": error,
                                     "listed": len(records), "scanned": scanned})
-        return kept, not incomplete
+        return kept, complete
 
     def _changed(self, source: Source, batch: list[Record], states: dict, facts: dict,
                  errors: list[ScanError]) -> Iterable[tuple[Record, str]]:
-        """Each record's verdict: "unchanged", "changed" (new, or to read again), "gone" (a URL
-        that answers 404) or "unreadable" (an error that says nothing about the image)."""
+        """Each record's verdict: "unchanged", "changed" (new, or to read again), "gone" (a file
+        no longer there, a URL that answers 404 or 410) or "unreadable" (an error that says
+        nothing about the image: a server error, a timeout)."""
         remote = [r.location for r in batch if fetch.is_remote(r.location)]
         downloads = fetch.fetch_many(remote, revalidate=True, **source.fetch_options) if remote else {}
         for record in batch:
@@ -386,7 +405,7 @@ class _Night:
                 got = downloads[record.location]
                 if isinstance(got, ImageError):
                     errors.append(ScanError(record.location, got.reason))
-                    yield record, "gone" if got.reason.startswith("not found") else "unreadable"
+                    yield record, "gone" if got.reason.startswith(GONE) else "unreadable"
                     continue
                 facts[record.location] = (None, got.validator)
                 same = state is not None and state.sha256 == hashlib.sha256(got.data).hexdigest()
@@ -407,7 +426,8 @@ class _Night:
         matcher = self.catalog.matcher(threshold=self.config.threshold, keep_prints=True,
                                        fetch_options=source.fetch_options)
         done = 0
-        for chunk in engine.run_chunks(_match_chunk, matcher, records, jobs=self.config.jobs or engine.default_jobs()):
+        jobs = self.config.jobs or engine.default_jobs()
+        for chunk in engine.run_chunks(scan.match_chunk, matcher, records, jobs=jobs):
             with self.history.db:
                 for outcome in chunk:
                     self._record(source, outcome, facts)
@@ -420,6 +440,9 @@ class _Night:
     def _record(self, source: Source, outcome: Outcome, facts: dict) -> None:
         if outcome.error is not None or outcome.prints is None:
             self.result.errors.append(outcome.error or ScanError(outcome.path, "not read"))
+            known = self.states.get(outcome.path)
+            if known is not None:  # there, but unreadable tonight: its findings stay as they are
+                self.history.seen(self.run_id, [known.id])
             return
         mtime, validator = facts.get(outcome.path, (None, None))
         cid = self.history.record_competitor(self.run_id, source.name, outcome.record, outcome.prints, mtime=mtime,
@@ -442,11 +465,10 @@ class _Night:
         for image_id in image_ids:
             ref = self.store.reference(image_id)
             try:
-                view = fingerprint.canonical_view(load.load(ref.abspath or ref.path, features.FEATURE_SIDE))
+                plain, mirror = fingerprint.features_of_file(ref.abspath or ref.path)
             except ImageError as exc:
                 self.result.errors.append(ScanError(ref.path, exc.reason))
                 continue
-            plain, mirror = features.features_and_mirror(cv2.cvtColor(view.rgb, cv2.COLOR_RGB2GRAY))
             own.append((image_id, np.concatenate([plain[1], mirror[1]]), ref.hashes))
             mirrors[image_id] = mirror
         engine.single_thread_faiss()
@@ -463,12 +485,17 @@ class _Night:
 
     # -- what changed, and the report --
 
+    def _current(self, found: list[Finding]) -> list[Finding]:
+        """Findings of own images still in the catalog, in sources still configured (a source
+        renamed or removed keeps its history, out of sight)."""
+        in_catalog, sources = self.store.ids(), {s.name for s in self.config.sources}
+        return [f for f in found if f.image_id in in_catalog and f.source in sources]
+
     def _changes(self) -> dict[str, list[Finding]]:
         h, since = self.history, self.since
-        in_catalog = self.store.ids()
 
         def alerts(found: list[Finding]) -> list[Finding]:
-            return [f for f in found if not f.silenced and f.image_id in in_catalog]
+            return [f for f in self._current(found) if not f.silenced]
 
         seen_now = h.findings(statuses=ACTIVE, seen_since_run=since)
         days = self.config.still_online_days * 86400
@@ -487,13 +514,13 @@ class _Night:
         each with its status and mark."""
         from .evidence import write_report
 
-        shown = self.history.findings(statuses=ACTIVE, with_match=True) + self.history.findings(
-            statuses=["resolved"], status_since_run=self.since, with_match=True)
-        in_catalog = self.store.ids()
-        shown = [f for f in shown if f.image_id in in_catalog and f.match is not None]
-        notes = {(f.match.query, f.match.reference): _annotation(f, self.config.db) for f in shown}
-        return write_report([f.match for f in shown], self.config.report, store=self.store,
-                            complaint_template=self.config.complaint_template, annotations=notes,
+        shown = self._current(self.history.findings(statuses=ACTIVE, with_match=True) + self.history.findings(
+            statuses=["resolved"], status_since_run=self.since, with_match=True))
+        # each pair as its competitor image is listed now (a manifest edited since its sighting)
+        matches = [dataclasses.replace(f.match, query_metadata=f.metadata or f.match.query_metadata) for f in shown]
+        return write_report(matches, self.config.report, store=self.store,
+                            complaint_template=self.config.complaint_template,
+                            annotations=[_annotation(f, self.config.db) for f in shown],
                             query_pictures=self._competitor_picture,
                             stats={"run": self.run_id, **{k: len(v) for k, v in self.result.changes.items()}})
 
@@ -523,15 +550,10 @@ class _Laps:
 
 
 def _annotation(finding: Finding, db: str) -> dict[str, Any]:
-    """What the report shows of a finding beside its pair: status, mark, dates, the command."""
+    """What the report shows of a finding beside its pair: status, mark, dates, the command (its
+    catalog path quoted for a shell); a silenced finding is never put in a complaint."""
+    shown = finding.as_dict()
     return {"finding": finding.id, "status": finding.status, "mark": finding.mark, "mark_note": finding.mark_note,
-            "first_seen": finding.as_dict()["first_seen"], "last_seen": finding.as_dict()["last_seen"], "db": db}
-
-
-def _json(metadata: dict[str, str]) -> str:
-    return json.dumps(metadata, sort_keys=True)
-
-
-def _match_chunk(matcher: Matcher, records: list[Record]) -> list[Outcome]:
-    return matcher.match_chunk(records)
+            "silenced": finding.silenced, "first_seen": shown["first_seen"], "last_seen": shown["last_seen"],
+            "db": shlex.quote(db)}
 

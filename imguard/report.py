@@ -8,7 +8,6 @@ would run as a formula are defused.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import re
 import unicodedata
@@ -20,42 +19,27 @@ from rich.table import Table
 from rich.text import Text
 
 from .errors import SourceError
-from .scan import Evidence, Explanation, Match, ScanError, rank_key
+from .scan import Match, ScanError, rank_key
 
 FORMATS = ("table", "json", "csv")
 
-# CSV columns of a match: the competitor side (query, its listing), the own image (reference and
-# its manifest's sku, asin, title), the verdict, the geometry and the evidence.
-MATCH_COLUMNS = ("query", "listing", "listing_url", "seller", "reference", "score", "kind", "matched_by",
+# CSV columns of a match: the competitor side (query, its listing and what the manifest says of
+# it), the own image (reference, and its own manifest's sku, asin, title), the verdict, the
+# geometry and the evidence.
+MATCH_COLUMNS = ("query", "listing", "listing_url", "listing_asin", "listing_title", "seller", "marketplace",
+                 "image_position", "reference", "own_sku", "own_asin", "own_title", "score", "kind", "matched_by",
                  "description", "distance", "mirrored", "rotation", "scale", "inliers", "reference_region",
                  "query_region", "query_outline", "query_sha256", "reference_sha256", "query_size",
-                 "reference_size", "captured_at", "captured_from", "reference_indexed_at", "sku", "asin", "title")
+                 "reference_size", "captured_at", "captured_from", "reference_indexed_at")
 TABLE_COLUMNS = ("query", "listing", "reference", "score", "how")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def match_dict(match: Match) -> dict[str, Any]:
-    """A match as plain JSON-ready data (the `matches` items of `scan --format json`)."""
-    data = dataclasses.asdict(match)
-    data["matched_by"] = match.explanation.matched_by
-    data["description"] = describe(match)
-    return data
-
-
-def match_from_dict(data: dict[str, Any]) -> Match:
-    """The inverse of `match_dict`: a match read back from `scan --format json` output."""
-    explanation = dict(data["explanation"])
-    for key in ("reference_region", "query_region"):
-        explanation[key] = tuple(explanation[key])
-    explanation["query_outline"] = tuple(tuple(p) for p in explanation.get("query_outline", ()))
-    explanation["transform"] = tuple(tuple(r) for r in explanation.get("transform", ()))
-    evidence = dict(data["evidence"])
-    for key in ("query_size", "reference_size"):
-        evidence[key] = tuple(evidence[key])
-    fields = {f.name for f in dataclasses.fields(Match)} - {"explanation", "evidence"}
-    return Match(explanation=Explanation(**explanation), evidence=Evidence(**evidence),
-                 **{k: v for k, v in data.items() if k in fields})
+    """A match as plain JSON-ready data (the `matches` items of `scan --format json`): its
+    fields, and how it was found and its explanation in words."""
+    return {**match.as_dict(), "matched_by": match.explanation.matched_by, "description": describe(match)}
 
 
 def read_scan(path: str) -> tuple[list[Match], list[ScanError], dict[str, Any]]:
@@ -63,7 +47,7 @@ def read_scan(path: str) -> tuple[list[Match], list[ScanError], dict[str, Any]]:
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
-        matches = [match_from_dict(m) for m in data["matches"]]
+        matches = [Match.from_dict(m) for m in data["matches"]]
         errors = [ScanError(e["path"], e["error"]) for e in data.get("errors", [])]
     except OSError as exc:
         raise SourceError(f"{path}: cannot read ({exc.strerror or exc})") from exc
@@ -72,9 +56,13 @@ def read_scan(path: str) -> tuple[list[Match], list[ScanError], dict[str, Any]]:
     return matches, errors, dict(data.get("stats", {}))
 
 
+def output_order(match: Match) -> tuple:
+    """The sort key of output: by query, then best first (the ranking the scan itself uses)."""
+    return (match.query, *rank_key(match))
+
+
 def sorted_matches(matches: Sequence[Match]) -> list[Match]:
-    """Output order: by query, then best first (the ranking the scan itself uses)."""
-    return sorted(matches, key=lambda m: (m.query, *rank_key(m)))
+    return sorted(matches, key=output_order)
 
 
 def scan_payload(matches: Sequence[Match], errors: Sequence[ScanError], stats: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +80,11 @@ def match_row(match: Match) -> dict[str, Any]:
     meta, listing = match.reference_metadata, match.query_metadata
     return {
         "query": match.query, "listing": match.listing, "listing_url": listing.get("listing_url", ""),
-        "seller": listing.get("seller", ""), "reference": match.reference, "score": f"{match.score:.3f}",
+        "listing_asin": listing.get("asin", ""), "listing_title": listing.get("title", ""),
+        "seller": listing.get("seller", ""), "marketplace": listing.get("marketplace", ""),
+        "image_position": listing.get("image_position", ""), "reference": match.reference,
+        "own_sku": meta.get("sku", ""), "own_asin": meta.get("asin", ""), "own_title": meta.get("title", ""),
+        "score": f"{match.score:.3f}",
         "kind": match.kind, "matched_by": e.matched_by, "description": describe(match),
         "distance": match.distance, "mirrored": "yes" if e.mirrored else "",
         "rotation": f"{e.rotation:g}", "scale": f"{e.scale:g}", "inliers": e.inliers,
@@ -103,7 +95,6 @@ def match_row(match: Match) -> dict[str, Any]:
         "query_size": "x".join(map(str, v.query_size)), "reference_size": "x".join(map(str, v.reference_size)),
         "captured_at": v.captured_at or "", "captured_from": v.captured_from or "",
         "reference_indexed_at": v.reference_indexed_at or "",
-        "sku": meta.get("sku", ""), "asin": meta.get("asin", ""), "title": meta.get("title", ""),
         "how": describe(match),
     }
 
@@ -162,7 +153,8 @@ def _visible(c: str) -> str:
 
 def _csv_cell(value: object) -> str:
     text = safe_text(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text) else text
+    # (a tab or a carriage return, which a spreadsheet would also act on, is escaped by safe_text)
+    return "'" + text if text[:1] in ("=", "+", "-", "@") and not _is_number(text) else text
 
 
 def _is_number(text: str) -> bool:

@@ -15,6 +15,7 @@ Per chunk of query files (one unit of parallel work):
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import itertools
 import math
@@ -134,6 +135,26 @@ class Match:
     def listing(self) -> str:
         """The competitor listing the query image belongs to (see `sources.Record`)."""
         return self.query_metadata.get("listing", "")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Its fields as plain JSON-ready data (tuples become lists in JSON)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Match:
+        """The inverse of `as_dict`, read back from JSON (keys it does not know are ignored:
+        `scan --format json` adds a description)."""
+        explanation = dict(data["explanation"])
+        for key in ("reference_region", "query_region"):
+            explanation[key] = tuple(explanation[key])
+        explanation["query_outline"] = tuple(tuple(p) for p in explanation.get("query_outline", ()))
+        explanation["transform"] = tuple(tuple(r) for r in explanation.get("transform", ()))
+        evidence = dict(data["evidence"])
+        for key in ("query_size", "reference_size"):
+            evidence[key] = tuple(evidence[key])
+        names = {f.name for f in dataclasses.fields(cls)} - {"explanation", "evidence"}
+        return cls(explanation=Explanation(**explanation), evidence=Evidence(**evidence),
+                   **{k: v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True)
@@ -618,6 +639,11 @@ def _votes(owners: np.ndarray) -> Counter[int]:
     pairs = np.unique(owners[rows, ranks] * len(owners) + rows)  # (image, descriptor), each once
     images, counts = np.unique(pairs // max(1, len(owners)), return_counts=True)
     return Counter(dict(zip(images.tolist(), counts.tolist())))
+
+
+def match_chunk(matcher: Matcher, records: list[Record]) -> list[Outcome]:
+    """`Matcher.match_chunk` as a module-level function: the task the engines run per chunk."""
+    return matcher.match_chunk(records)
 
 
 def _read(record: Record, fetched: dict[str, fetch.Download | ImageError],

@@ -85,7 +85,7 @@ def iter_records(sources: Sources, *, remote: bool = True, on_error: OnError | N
                     record.metadata["listing"] = record.metadata.get("asin") or folder
                 yield record
         elif remote and (fetch.is_remote(source) or fetch.protocol_of(source) == "file"):
-            for url in iter_remote_source(source):
+            for url in iter_remote_source(source, on_error=on_error):
                 yield Record(url, {"listing": _url_folder(url)})
         else:
             for path in iter_image_files(source, on_error):
@@ -213,7 +213,7 @@ def _unreachable(url: str, exc: BaseException) -> SourceError:
 
 def iter_remote_source(source: str | os.PathLike[str], *, timeout: float = 30,
                        storage_options: dict[str, Any] | None = None,
-                       max_depth: int = 32) -> Iterator[str]:
+                       max_depth: int = 32, on_error: OnError | None = None) -> Iterator[str]:
     """Yield the image URLs of one remote source.
 
     * A URL whose name has an image suffix: yields itself, without any request (a missing image
@@ -240,12 +240,12 @@ def iter_remote_source(source: str | os.PathLike[str], *, timeout: float = 30,
         return
     fs, root = _filesystem(source, timeout, storage_options)
     if fetch.is_http(source):
-        yield from _walk_http(fs, source, max_depth)
+        yield from _walk_http(fs, source, max_depth, on_error)
     else:
         yield from _find(fs, source, root)
 
 
-def _walk_http(fs: Any, root: str, max_depth: int) -> Iterator[str]:
+def _walk_http(fs: Any, root: str, max_depth: int, on_error: OnError | None) -> Iterator[str]:
     """Depth-first over HTML link listings: a page's images in name order, then its sub-pages."""
     stack: list[tuple[str, int]] = [(root, 0)]
     seen: set[str] = set()
@@ -261,6 +261,8 @@ def _walk_http(fs: Any, root: str, max_depth: int) -> Iterator[str]:
         except Exception as exc:
             if url == root:
                 raise _unreachable(root, exc) from exc
+            if on_error is not None:  # the listing is incomplete: what it misses is not gone
+                on_error(url, f"cannot read folder ({type(exc).__name__}: {exc})")
             continue  # a broken sub-page loses only its own images
         if url == root and not entries and not root.endswith("/"):
             yield root  # not an HTML page: a single image without a suffix
@@ -364,13 +366,14 @@ def read_manifest(manifest: str | os.PathLike[str], *, on_error: OnError | None 
                         continue  # a blank line
                     raise _RowError(f"no {' or '.join(c for c in locations if c in columns)}")
                 location = _manifest_entry(manifest, remote, entry, roots)
-                if location in seen:
-                    raise _RowError(f"{entry}: the same image as line {seen[location]}")
+                same = location if fetch.protocol_of(location) else os.path.normpath(location)  # ./a, a//b
+                if same in seen:
+                    raise _RowError(f"{entry}: the same image as line {seen[same]}")
             except _RowError as exc:
                 if on_error is not None:
                     on_error(f"{manifest}:{line}", f"manifest row: {exc}")
                 continue
-            seen[location] = line
+            seen[same] = line
             records.append(Record(location, {k: v for k, v in cells.items() if v}))
     except csv.Error as exc:
         raise ManifestError(f"{manifest}: not a readable CSV ({exc})") from exc

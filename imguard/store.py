@@ -65,7 +65,8 @@ _HISTORY = [
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started_at REAL NOT NULL,
     ended_at REAL,
-    complete INTEGER NOT NULL DEFAULT 0,   -- 1 once every step ran: only then is anything resolved
+    complete INTEGER NOT NULL DEFAULT 0,   -- 1 once every source was read: only then is anything resolved
+    reported INTEGER NOT NULL DEFAULT 0,   -- 1 once its report and summary were made: what changed since is news
     imguard_version TEXT NOT NULL,
     catalog_generation INTEGER NOT NULL,
     indexed_at REAL,                       -- when its catalog step ended: own images fingerprinted later are new to the next run

@@ -141,6 +141,7 @@ HOSTILE_TITLE = "<script>window.__pwned = 1</script>Cheap cat print"
 HOSTILE_LISTING = "../../evil<img src=x onerror=\"window.__pwned = 2\">"
 HOSTILE_URL = "javascript:window.__pwned = 3"
 HOSTILE_SELLER = "=HYPERLINK(\"http://evil.example\",\"click\")"
+HOSTILE_MARKETPLACE = "amazon.de\x1b[2J\nOur listing(s) to link: https://evil.example/dp/FAKE"
 
 
 @pytest.fixture(scope="session")
@@ -174,7 +175,7 @@ def reports(fixtures, script, tmp_path_factory) -> dict[str, Path]:
         writer.writerow(["path", "listing", "listing_url", "title", "seller", "marketplace", "captured_at",
                          "image_position"])
         writer.writerow(["shots/chelsea__resize.jpg", HOSTILE_LISTING, HOSTILE_URL, HOSTILE_TITLE, HOSTILE_SELLER,
-                         "amazon.de", "2026-11-30T10:00:00Z", "1"])
+                         HOSTILE_MARKETPLACE, "2026-11-30T10:00:00Z", "1\x1b]8;;http://evil.example\x07"])
         writer.writerow(["shots/coffee__png.png", "B0GOOD0001", "https://market.example/dp/B0GOOD0001",
                          "Cup & saucer", "Shop \u202eevil", "amazon.de", "", "2"])
         writer.writerow(["shots/unrelated__moon.png", "B0GOOD0001", "", "", "", "", "", "3"])

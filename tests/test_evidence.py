@@ -142,6 +142,12 @@ def test_hostile_strings_are_shown_never_run(reports):
     assert len(drafts) == 2 and all(d.parent == folder / "complaints" for d in drafts)
     assert not (folder.parent / "evil").exists()
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+\.(txt|png)", p.name) for p in drafts + list((folder / "evidence").iterdir()))
+    for draft in drafts:  # a terminal shows them as they are: no escape, no line a cell added
+        text = draft.read_text(encoding="utf-8")
+        assert "\x1b" not in text and "\x07" not in text
+        assert [line for line in text.splitlines() if line.startswith("Our listing(s) to link:")] == [
+            "Our listing(s) to link: https://shop.example/dp/B0OWNCAT01" if "evil" in draft.name
+            else "Our listing(s) to link: https://shop.example/dp/B0OWNCUP01"]
     rows = complaints_csv(folder)
     hostile = next(r for r in rows if "evil" in r["listing"])
     assert hostile["seller"] == "'" + HOSTILE_SELLER  # a formula, defused

@@ -40,13 +40,13 @@ def night(fixtures, tmp_path):
     return tmp_path
 
 
-def write_config(folder: Path, extra: str = "", source: str = 'path = "competitors"') -> Path:
+def write_config(folder: Path, extra: str = "", source: str = 'path = "competitors"', jobs: int = 1) -> Path:
     (folder / "imguard.toml").write_text(textwrap.dedent(f"""\
         catalog = "catalog"
         manifest = "catalog/listings.csv"
         db = "guard"
         report = "report"
-        jobs = 1
+        jobs = {jobs}
         {extra}
         [[source]]
         name = "shops"
@@ -116,6 +116,7 @@ def test_a_new_catalog_image_is_found_in_an_unchanged_competitor_file(night, fix
     assert result.stats["new_own_images"] == 1
     assert result.stats["scanned"] == result.stats["rescanned_for_new_own_images"] < 22
     assert moon.stat().st_mtime == before
+    assert nightly(night).stats["scanned"] == 0  # what was read again is known as it was
 
 
 def test_marks_are_kept_and_respected(night, fixtures, tmp_path):
@@ -145,7 +146,7 @@ def test_marks_are_kept_and_respected(night, fixtures, tmp_path):
         assert catalog.mark_from(decisions) == 1
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps({"decisions": [{"finding": 12345, "mark": "reported"}]}))
-        with pytest.raises(imguard.MarkError, match="decision 1: no finding 12345"):
+        with pytest.raises(imguard.MarkError, match="decision 1: no finding with id 12345"):
             catalog.mark_from(bad)
     third = nightly(night)
     assert "chelsea__jpeg40.jpg" not in names(third.changes["ongoing"])
@@ -169,8 +170,8 @@ def test_an_unreadable_source_resolves_nothing(night, fixtures):
 
 @pytest.mark.parametrize("change, message", [
     (('db = "guard"', 'db = "guard"\ncolour = "red"'), "colour: unknown key"),
-    (('jobs = 1', 'threshold = 2'), "threshold: 2.0: must be within 0 and 1"),
-    (('jobs = 1', 'threshold = "high"'), "threshold: expected the minimum score, 0 to 1, not str"),
+    (('jobs = 1', 'jobs = 1\nthreshold = 2'), "threshold: 2.0: must be within 0 and 1"),
+    (('jobs = 1', 'jobs = 1\nthreshold = "high"'), "threshold: expected the minimum score, 0 to 1, not str"),
     (('catalog/listings.csv', 'nope.csv'), "manifest: nope.csv: no such file or folder"),
     (('path = "competitors"', 'path = "competitors"\nspeed = 3'), "source 1: speed: unknown key"),
     (('path = "competitors"', 'url = "ftp.example/x"'), "source 1: url: ftp.example/x: not a URL"),
@@ -286,6 +287,8 @@ def test_a_url_source_is_asked_conditionally(night, fixtures, tmp_path):
     shutil.copytree(night / "competitors" / "B0THIEF002", site / "B0THIEF002")
     requests: list[tuple[str, str, str | None]] = []
 
+    taken_down: set[str] = set()  # paths answered 410 Gone
+
     class Handler(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
@@ -293,6 +296,14 @@ def test_a_url_source_is_asked_conditionally(night, fixtures, tmp_path):
         def send_response(self, code, message=None):
             requests.append((self.command, self.path, str(code)))
             super().send_response(code, message)
+
+        def do_GET(self):
+            if self.path in taken_down:
+                self.send_error(410)
+            elif self.path.startswith("/broken/"):  # a sub-page of the listing that fails tonight
+                self.send_error(503)
+            else:
+                super().do_GET()
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(site)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -307,10 +318,174 @@ def test_a_url_source_is_asked_conditionally(night, fixtures, tmp_path):
         assert second.stats["scanned"] == 0 and len(second.changes["ongoing"]) == 5
         images = [r for r in requests if r[1].endswith((".jpg", ".png"))]
         assert images and all(code == "304" for _, _, code in images), images
-        (site / "B0THIEF002" / "chelsea__meme.jpg").unlink()
+        (site / "B0THIEF002" / "chelsea__meme.jpg").unlink()  # 404
+        taken_down.add("/B0THIEF002/chelsea__resize.jpg")  # 410
         third = nightly(night)
-        assert names(third.changes["resolved"]) == {url + "B0THIEF002/chelsea__meme.jpg"} or \
-            {f.query for f in third.changes["resolved"]} == {url + "B0THIEF002/chelsea__meme.jpg"}
+        assert names(third.changes["resolved"]) == {"chelsea__meme.jpg", "chelsea__resize.jpg"}
+        (site / "broken").mkdir()
+        (site / "B0THIEF002" / "chelsea__jpeg40.jpg").unlink()
+        fourth = nightly(night)  # the listing is incomplete: nothing it misses is gone
+        assert not fourth.changes["resolved"] and fourth.sources[0]["complete"] is False
+        assert any("/broken/" in e.path for e in fourth.errors)
     finally:
         os.environ.pop("IMGUARD_CACHE", None)
         server.shutdown()
+
+
+# -- regressions: each a defect a review found ----------------------------------------------
+
+
+def test_a_killed_run_with_workers_leaves_no_stale_lock(night, script):
+    """A SIGKILLed run with two worker processes: its workers die with it, and the lock is free
+    at once (a flock would have stayed with the orphaned workers)."""
+    write_config(night, jobs=2)
+    run = subprocess.Popen([str(script), "nightly", "--config", "imguard.toml", "--quiet"], cwd=night,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(3.0)  # index done, competitors being scanned by the pool
+    run.kill()
+    run.wait(timeout=30)
+    time.sleep(0.5)  # the kernel's signal to the orphans
+    done = run_script(script, night, "nightly", "--config", "imguard.toml", "--quiet")
+    assert done.returncode == 0, done.stderr
+
+
+def test_two_nightly_runs_at_once(night, script):
+    """Two cron jobs started together: one runs, the other exits 5 naming it; with --wait both
+    complete, one after the other."""
+    runs = [subprocess.Popen([str(script), "nightly", "--config", "imguard.toml", "--quiet"], cwd=night,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    codes = sorted(r.wait(timeout=300) for r in runs)
+    assert codes == [0, 5], [r.stderr.read() for r in runs]
+    runs = [subprocess.Popen([str(script), "nightly", "--config", "imguard.toml", "--quiet", "--wait", "120"],
+                             cwd=night, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    assert [r.wait(timeout=300) for r in runs] == [0, 0]
+
+
+KILL_AT = """
+import os, signal, sys, imguard
+from imguard import evidence, history, nightly
+where, calls = sys.argv[1], int(sys.argv[2])
+owner = {"seen": history.History, "record": history.History, "complete": history.History,
+         "report": evidence, "look": nightly._Night}[where]
+name = {"seen": "seen", "record": "record_competitor", "complete": "complete", "report": "write_report",
+        "look": "_source"}[where]
+original = getattr(owner, name)
+count = [0]
+def killing(*args, **kwargs):
+    count[0] += 1
+    if count[0] >= calls:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(*args, **kwargs)
+setattr(owner, name, killing)
+with imguard.Catalog.open("guard") as catalog:
+    catalog.nightly("imguard.toml")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+# Where the runs below are killed: (the step, its call at which the kill comes).
+KILL_POINTS = [("look", 1), ("seen", 1), ("record", 1), ("complete", 1), ("report", 1)]
+
+
+def test_killed_later_runs_resolve_nothing_and_the_next_run_does(night, fixtures, tmp_path):
+    """After a complete night, a file is removed and another replaced; runs with two workers are
+    SIGKILLed at one step after another (listing, recording a scanned image, completing, writing
+    the report); none resolves anything before it completes, and the run that reports says both
+    were resolved, as an uninterrupted run does."""
+    write_config(night, jobs=2)
+    reference = tmp_path / "reference"  # the same nights, uninterrupted
+    shutil.copytree(night, reference)
+    for folder in (night, reference):
+        nightly(folder)
+        (folder / "competitors" / "B0THIEF004" / "rocket__webp.webp").unlink()
+        shutil.copyfile(fixtures.competitor("unrelated__brick.jpg"),
+                        folder / "competitors" / "B0THIEF002" / "chelsea__meme.jpg")
+    expected = names(nightly(reference).changes["resolved"])
+    assert expected == {"rocket__webp.webp", "chelsea__meme.jpg"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    for where, calls in KILL_POINTS:
+        done = subprocess.run([sys.executable, "-c", KILL_AT, where, str(calls)], cwd=night, env=env, timeout=300,
+                              capture_output=True, text=True)
+        assert done.returncode == -signal.SIGKILL, done.stderr
+        db = sqlite3.connect(night / "guard" / "catalog.sqlite")
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        if where != "report":  # killed before it completed: it resolved nothing
+            assert db.execute("SELECT COUNT(*) FROM runs WHERE complete = 1").fetchone() == (1,), where
+            assert db.execute("SELECT COUNT(*) FROM findings WHERE status = 'resolved'").fetchone() == (0,), where
+        db.close()
+    # the run that completes and reports says what changed since the last report, kills or not
+    assert names(nightly(night).changes["resolved"]) == expected
+
+
+def test_a_file_that_cannot_be_read_keeps_its_findings(night, fixtures):
+    """A changed file that no longer decodes (or times out) is neither gone nor a non-match."""
+    nightly(night)
+    broken = night / "competitors" / "B0THIEF004" / "rocket__thumb300.jpg"
+    broken.write_bytes(broken.read_bytes()[:300])  # truncated
+    result = nightly(night)
+    assert not result.changes["resolved"] and any("rocket__thumb300.jpg" in e.path for e in result.errors)
+    with imguard.Catalog.open(night / "guard") as catalog:
+        statuses = {os.path.basename(f.query): f.status for f in catalog.findings()}
+    assert statuses["rocket__thumb300.jpg"] != "resolved"
+
+
+def test_the_latest_mark_counts_and_manifest_edits_reach_the_findings(night, fixtures, tmp_path):
+    """A seller renamed in the manifest takes its findings along; a listing licensed after one
+    of its findings was reported silences it; an empty name marks nothing; the nightly report's
+    drafts leave silenced pairs out."""
+    manifest = night / "competitors.csv"
+
+    def write_manifest(seller: str) -> None:
+        rows = ["path,listing,seller"] + [f"competitors/B0THIEF002/{n},B0THIEF002,{seller}"
+                                          for n in sorted(os.listdir(night / "competitors" / "B0THIEF002"))]
+        manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+    write_manifest("Old Shop")
+    write_config(night, source='path = "competitors.csv"')
+    first = nightly(night)
+    meme = next(f for f in first.changes["new"] if f.query.endswith("chelsea__meme.jpg"))
+    write_manifest("New Shop")
+    with imguard.Catalog.open(night / "guard") as catalog:
+        catalog.mark("reported", finding=meme.id)
+        with pytest.raises(imguard.MarkError, match="an empty listing or seller"):
+            catalog.mark("licensed", seller="")
+    second = nightly(night)
+    assert {f.seller for f in second.changes["ongoing"]} == {"New Shop"}
+    with imguard.Catalog.open(night / "guard") as catalog:
+        catalog.mark("licensed", seller="New Shop")  # after the report: the licence wins
+        catalog.mark("not-a-copy", finding=next(f.id for f in second.changes["ongoing"]
+                                                 if f.query.endswith("chelsea__resize.jpg")))
+    third = nightly(night)
+    assert not third.changes["ongoing"] and not third.changes["still_online_after_report"]
+    assert not (night / "report" / "complaints" / "B0THIEF002.txt").exists()  # every pair silenced
+
+
+def test_mark_from_applies_all_or_nothing(night, tmp_path):
+    ids = [f.id for f in nightly(night).changes["new"]]
+    decisions = tmp_path / "decisions.json"
+    decisions.write_text(json.dumps({"decisions": [{"finding": ids[0], "mark": "reported"},
+                                                   {"finding": ids[1], "mark": "ignored", "note": {"x": 1}}]}))
+    with imguard.Catalog.open(night / "guard") as catalog:
+        with pytest.raises(imguard.MarkError, match="decision 2: a note is text"):
+            catalog.mark_from(decisions)
+        assert {f.mark for f in catalog.findings()} == {None}  # the first was not applied either
+
+
+def test_a_report_folder_keeps_the_files_imguard_did_not_write(night):
+    mine = night / "report" / "images" / "my-photo.jpg"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"the seller's own file")
+    nightly(night)
+    (night / "competitors" / "B0THIEF004" / "rocket__webp.webp").unlink()  # shown resolved, then gone
+    nightly(night)
+    nightly(night)
+    assert mine.read_bytes() == b"the seller's own file"
+    written = json.loads((night / "report" / "imguard-report.json").read_text())["files"]
+    assert all((night / "report" / name).is_file() for name in written)
+    assert len(list((night / "report" / "evidence").iterdir())) == 11  # 12 pairs, one gone: its picture too
+
+
+def test_a_listing_folder_named_in_bytes_that_are_not_utf8(night):
+    odd = os.fsdecode(bytes(night / "competitors") + b"/B0\xffTHIEF")
+    os.rename(night / "competitors" / "B0THIEF002", odd)
+    result = nightly(night)
+    assert os.fsdecode(b"B0\xffTHIEF") in {f.listing for f in result.changes["new"]}
+    assert nightly(night).changes["ongoing"]  # and again, the next night
