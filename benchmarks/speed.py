@@ -51,7 +51,7 @@ import simplejpeg
 from PIL import Image
 
 import imguard
-from imguard import engine, features, fingerprint, hashing, index, load, scan
+from imguard import engine, features, fingerprint, hashing, index, load, scan, sources
 from imguard.errors import ImageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,7 +122,7 @@ def spread(items: list[str], limit: int | None) -> list[str]:
 
 def find_corpus(sizes: Sizes, workdir: Path) -> Corpus:
     if PRODUCTS.is_dir():
-        files = sorted(str(p) for p in PRODUCTS.rglob("*") if p.is_file() and load.is_image_name(p.name))
+        files = sorted(str(p) for p in PRODUCTS.rglob("*") if p.is_file() and sources.is_image_name(p.name))
         jpegs = [p for p in files if Path(p).suffix.lower() in JPEG_SUFFIXES]
         pngs = [p for p in files if Path(p).suffix.lower() == ".png"]
         return Corpus(spread(jpegs, sizes.files), spread(pngs, sizes.pngs), f"product photos in {PRODUCTS_SHOWN}")

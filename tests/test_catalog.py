@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 import signal
@@ -507,6 +508,46 @@ def test_jobs_two_gives_the_same_matches(fixtures, indexed, default_scan):
     parallel = list(run)
     assert summary(parallel) == summary(default_scan)
     assert run.stats["queries"] == len(fixtures.expected)
+
+
+def _matches_of(matcher, fixtures) -> list:
+    records = list(imguard.iter_records(fixtures.competitors))
+    return summary([m for outcome in matcher.match_chunk(records) for m in outcome.matches])
+
+
+def test_workers_share_the_catalog_by_its_files(fixtures, indexed, default_scan, tmp_path):
+    """A pickled matcher (a spawn pool's, a Dask worker's) names the catalog's files: the worker
+    maps the same index files and opens the store read-only, and matches the same."""
+    matcher = indexed.matcher()
+    assert matcher.index.files is not None  # the saved index, mapped
+    blob = pickle.dumps(matcher)
+    assert len(blob) < 4096  # paths, not the index and the store
+    worker = pickle.loads(blob)
+    assert worker.store_path == matcher.store_path
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        worker.store.connection.execute("CREATE TABLE written (x)")
+    assert _matches_of(worker, fixtures) == summary(default_scan)
+    # a file replaced since, by a rename as an index run does (here by a copy of itself): the
+    # worker says so rather than map a file it cannot tell from another set's
+    shutil.copytree(indexed.folder, tmp_path / "guard", copy_function=shutil.copyfile)
+    with imguard.Catalog.open(tmp_path / "guard", readonly=True) as copy:
+        blob = pickle.dumps(copy.matcher())
+        shutil.copyfile(tmp_path / "guard" / "features.faiss", tmp_path / "features.faiss")
+        os.replace(tmp_path / "features.faiss", tmp_path / "guard" / "features.faiss")
+        with pytest.raises(imguard.StoreError, match="not the index file the scan started with"):
+            pickle.loads(blob)
+
+
+def test_a_portable_matcher_carries_the_catalog(fixtures, indexed, default_scan, tmp_path):
+    """For workers without the catalog's disk: the index and the store's bytes travel."""
+    carried = pickle.loads(pickle.dumps(indexed.matcher().portable()))
+    assert carried.index.files is None and not carried.store_path.startswith(indexed.folder)
+    assert _matches_of(carried, fixtures) == summary(default_scan)
+
+
+def test_spawned_workers_give_the_same_matches(fixtures, indexed, default_scan, monkeypatch):
+    monkeypatch.setattr(engine.multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    assert summary(indexed.scan(fixtures.competitors, jobs=2)) == summary(default_scan)
 
 
 def test_per_file_errors_are_collected_and_scan_goes_on(fixtures, indexed, tmp_path):
