@@ -46,6 +46,31 @@ def summary(matches):
 # -- indexing --------------------------------------------------------------------------------------
 
 
+def _stored(store) -> dict[str, tuple]:
+    """Path → everything the store keeps of a fingerprint, as bytes."""
+    out = {}
+    for path, state in store.file_states().items():
+        ref = store.reference(state.id)
+        out[os.path.basename(path)] = (ref.sha256, ref.width, ref.height, ref.box, ref.view_size, ref.hashes,
+                                       ref.keypoints.tobytes(), ref.descriptors.tobytes(), ref.thumbnail)
+    return out
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_index_stores_the_fingerprints_byte_for_byte(fixtures, indexed, tmp_path, jobs):
+    """What `index` keeps is `fingerprint_file`'s, whatever the number of jobs: the speed work
+    on indexing must not move a bit."""
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        cat.add(fixtures.catalog, jobs=jobs)
+        stored = _stored(cat.store)
+    for name in fixtures.catalog_names:
+        fp = imguard.fingerprint_file(fixtures.catalog / name, with_thumbnail=True)
+        assert stored[name] == (fp.sha256, fp.width, fp.height, fp.box, fp.view_size,
+                                {k: fp.hashes[k] for k in ("phash", "dhash")}, fp.keypoints.tobytes(),
+                                fp.descriptors.tobytes(), fp.thumbnail), name
+    assert stored == _stored(indexed.store)
+
+
 def test_add_then_incremental_reindex(catalog_copy, tmp_path, monkeypatch, fixtures):
     n = len(fixtures.catalog_names)
     with imguard.Catalog.open(tmp_path / "guard") as cat:
