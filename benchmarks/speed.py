@@ -42,7 +42,6 @@ import os
 import pickle
 import platform
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -1263,9 +1262,11 @@ def memory_experiments(sizes: Sizes, workdir: Path, prints: Path, queries: list[
     query_list = workdir / "scan-queries.txt"
     query_list.write_text("\n".join(queries))
     made = json.loads((folder / MADE).read_text()) if (folder / MADE).exists() else {}
+    if folder.exists() and any(folder.iterdir()) and made.get("images") != sizes.scan_catalog:
+        return {"catalog": {"error": f"{folder} holds something other than a catalog of {sizes.scan_catalog:,} "
+                                     "images made by this command: give a new or empty folder"}, "scans": []}
     if made.get("images") != sizes.scan_catalog:
         log(f"scan memory: making a catalog of {sizes.scan_catalog:,} images in {folder}")
-        shutil.rmtree(folder, ignore_errors=True)
         made = run_child(["--child", "make-catalog", "--folder", str(folder), "--prints", str(prints),
                           "--size", str(sizes.scan_catalog)], timeout)
         if "error" not in made:
