@@ -28,7 +28,7 @@ FORMATS = ("table", "json", "csv")
 # geometry and the evidence.
 MATCH_COLUMNS = ("query", "listing", "listing_url", "listing_asin", "listing_title", "seller", "marketplace",
                  "image_position", "reference", "own_sku", "own_asin", "own_title", "score", "kind", "matched_by",
-                 "description", "distance", "mirrored", "rotation", "scale", "inliers", "reference_region",
+                 "variants", "description", "distance", "mirrored", "rotation", "scale", "inliers", "reference_region",
                  "query_region", "query_outline", "query_sha256", "reference_sha256", "query_size",
                  "reference_size", "captured_at", "captured_from", "reference_indexed_at")
 TABLE_COLUMNS = ("query", "listing", "reference", "score", "how")
@@ -85,7 +85,8 @@ def match_row(match: Match) -> dict[str, Any]:
         "image_position": listing.get("image_position", ""), "reference": match.reference,
         "own_sku": meta.get("sku", ""), "own_asin": meta.get("asin", ""), "own_title": meta.get("title", ""),
         "score": f"{match.score:.3f}",
-        "kind": match.kind, "matched_by": e.matched_by, "description": describe(match),
+        "kind": match.kind, "matched_by": e.matched_by, "variants": " | ".join(match.variants),
+        "description": describe(match),
         "distance": match.distance, "mirrored": "yes" if e.mirrored else "",
         "rotation": f"{e.rotation:g}", "scale": f"{e.scale:g}", "inliers": e.inliers,
         "reference_region": " ".join(map(str, e.reference_region)),
@@ -119,7 +120,9 @@ def describe(match: Match) -> str:
         edits.append(f"resized to {_percent(e.scale)}")
     if 0 < e.query_share < 0.9:  # a part of a bigger picture: a collage cell, a screenshot, a banner
         edits.append(f"pasted at {_percent(e.query_share)} of their picture")
-    if e.structure and e.colour < 0.75:
+    if e.colour_removed:
+        edits.append("colour removed" + (f": {len(match.variants) + 1} colour variants fit alike" if match.variants else ""))
+    elif e.structure and e.colour < 0.75:
         edits.append("colours changed")
     found = f"{e.inliers} matching keypoints" if e.inliers else "found by its global hash"
     agree = f"{_percent(e.structure)} of the detail agrees" if e.structure else "not verified"

@@ -93,6 +93,9 @@ class Explanation:
     # 1: cropped), and how much of the query it takes up (below 1: pasted into a bigger picture).
     reference_share: float = 1.0
     query_share: float = 1.0
+    # The copy shows no colour, or one faint tint (greyscale, sepia), where the reference has
+    # colour: colour variants of one photo cannot be told apart by it (see Match.variants).
+    colour_removed: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,10 @@ class Match:
     reference_metadata: dict[str, str] = field(default_factory=dict)
     kind: str = "copy"  # "copy": the reference, edited; "partial": they share a region only
     reference_id: int = 0  # the catalog's id of the reference (ids are never reused)
+    # Other catalog images that fit this copy as well as `reference` does: colour variants of one
+    # photo, and the copy's colour was removed, so which one was copied cannot be told. Each of
+    # them is reported too, naming the others here.
+    variants: tuple[str, ...] = ()
 
     @property
     def matched_by(self) -> str:
@@ -152,9 +159,9 @@ class Match:
         evidence = dict(data["evidence"])
         for key in ("query_size", "reference_size"):
             evidence[key] = tuple(evidence[key])
-        names = {f.name for f in dataclasses.fields(cls)} - {"explanation", "evidence"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"explanation", "evidence", "variants"}
         return cls(explanation=Explanation(**explanation), evidence=Evidence(**evidence),
-                   **{k: v for k, v in data.items() if k in names})
+                   variants=tuple(data.get("variants", ())), **{k: v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True)
@@ -307,7 +314,7 @@ class Matcher:
         # Verifications under this are never reported and cannot settle a query on the fast
         # path: they are not explained (see `_verified`).
         self.explains_from = min(threshold, FAST_ACCEPT)
-        self.carries_catalog = index.files is None  # pickled with its index and store bytes
+        self.carries_catalog = index is not None and index.files is None  # pickled with its index and store bytes
         self._store: Store | None = None
         self._pid = -1
         self._cache: dict[int, Reference] = {}
@@ -469,7 +476,9 @@ class Matcher:
         scores: dict[int, float] = {}
         for image_id, (mirror_points, mirror_descriptors) in candidates.items():
             ref = self.reference(image_id)
-            tries = [verify.box_alignment((0, 0, *picture.size), picture.size, ref.view_size, m) for m in (False, True)]
+            # the frame alignment only where the scan would have made it: a hash hit
+            tries = [verify.box_alignment((0, 0, *picture.size), picture.size, ref.view_size, m) for m in (False, True)
+                     if _hash_distance(hashes, ref.hashes, m) <= prints.hash_floor]
             plain = verify.match_keypoints(points, descriptors, ref.keypoints, ref.descriptors, False)
             mirrored = verify.match_keypoints(points, descriptors, mirror_points, mirror_descriptors, False)
             if plain is not None:
@@ -478,7 +487,7 @@ class Matcher:
                 flip_ref = np.array([[-1.0, 0, ref.view_size[0]], [0, 1, 0], [0, 0, 1]])
                 matrix = flip_ref @ np.vstack([mirrored.matrix, [0, 0, 1]]) @ flip_query
                 tries.append(verify.Alignment(matrix[:2], True, mirrored.inliers))
-            scores[image_id] = max(self._verified(q, picture, ref, a, "features").score for a in tries)
+            scores[image_id] = max((self._verified(q, picture, ref, a, "features").score for a in tries), default=0.0)
         return scores
 
     def _exact(self, queries: list[_Query]) -> None:
@@ -621,7 +630,8 @@ class Matcher:
             # no regions and coverage: ~1 ms a verification, and most of a non-matching query's
             # verifications are this weak
             return self._match(q, ref, score, _unexplained(method, check))
-        return self._match(q, ref, score, _explain(q, picture, ref, check, method))
+        match = self._match(q, ref, score, _explain(q, picture, ref, check, method))
+        return dataclasses.replace(match, kind="partial") if check.partial else match
 
     def _unverified(self, q: _Query, ref: Reference) -> Match:
         """A candidate that failed verification: reported only with threshold 0 (evaluation)."""
@@ -650,6 +660,12 @@ def _resolved(q: _Query) -> bool:
     a collage whose one cell was found by hash may hold another copy, found by keypoints."""
     confident = rank_siblings([m for m in q.results.values() if m.score >= FAST_ACCEPT])
     return sum(m.explanation.coverage for m in confident) >= RESOLVED_COVERAGE
+
+
+def _hash_distance(query: dict[str, bytes], reference: dict[str, bytes], mirrored: bool) -> int:
+    """Hamming distance of the nearer of pHash and dHash, of the query or of its mirror image."""
+    suffix = "_mirror" if mirrored else ""
+    return min(hashing.hamming(query[f"{name}{suffix}"], reference[name]) for name in ("phash", "dhash"))
 
 
 def _votes(owners: np.ndarray) -> Counter[int]:
@@ -799,20 +815,35 @@ def rank_siblings(matches: list[Match]) -> list[Match]:
     detail it contains), at a plausible scale (a copy is not sharper than its source), or, for
     the same photo, in its colours; otherwise the higher score. Matches in different regions
     of the query (a collage of two catalog images) are all kept, and so are catalog entries that
-    hold the same file (they explain the query equally well)."""
+    hold the same file (they explain the query equally well). So are colour variants of one
+    photo when the copy's colour was removed: nothing tells which was copied, and each names
+    the others in `variants` rather than one being chosen at random."""
     ranked = sorted(matches, key=rank_key)
     kept = []
     for i, b in enumerate(ranked):
         if not any(_better(a, b, before=j < i) for j, a in enumerate(ranked)
                    if j != i and not _same_file(a, b) and _shares_region(b, a)):
             kept.append(b)
-    return kept
+    return [_with_variants(m, kept) for m in kept]
+
+
+def _with_variants(match: Match, kept: list[Match]) -> Match:
+    variants = tuple(m.reference for m in kept if m is not match and _indistinct(m, match))
+    return dataclasses.replace(match, variants=variants) if variants else match
+
+
+def _indistinct(a: Match, b: Match) -> bool:
+    """Colour variants of one photo, in one region of a copy without colour (see `rank_siblings`)."""
+    return (a.explanation.colour_removed and b.explanation.colour_removed and not _same_file(a, b)
+            and _same_photo(a.explanation, b.explanation) and _shares_region(a, b) and _shares_region(b, a))
 
 
 def _better(a: Match, b: Match, *, before: bool) -> bool:
     """Is `a` the better explanation of the query region that `a` and `b` share?"""
     a_wins = a.score >= b.score - SIBLING_NEAR and _outranks(a.explanation, b.explanation)
     b_wins = b.score >= a.score - SIBLING_NEAR and _outranks(b.explanation, a.explanation)
+    if not a_wins and not b_wins and _indistinct(a, b):
+        return False
     return a_wins if a_wins != b_wins else before
 
 
@@ -838,7 +869,8 @@ def _outranks(a: Explanation, b: Explanation) -> bool:
         return True
     if a.coverage >= b.coverage - SIBLING_SAME and a.scale <= PLAUSIBLE_SCALE and b.scale >= ENLARGED_SCALE:
         return True
-    return _same_photo(a, b) and a.colour >= b.colour + SIBLING_COLOUR
+    colour_tells = not (a.colour_removed and b.colour_removed)
+    return _same_photo(a, b) and colour_tells and a.colour >= b.colour + SIBLING_COLOUR
 
 
 def _snapshot(path: str) -> bytes:
@@ -892,6 +924,7 @@ def _explain(q: _Query, picture: _Picture, ref: Reference, check: verify.DenseCh
         transform=tuple(tuple(round(float(v), 5) for v in row) for row in transform),
         reference_share=round(_overlap(ref_region, ref.box) / max(1, _area(ref.box)), 3),
         query_share=round(min(1.0, query_share / max(1, _area(q.view.box))), 3),
+        colour_removed=check.colour_removed,
     )
 
 

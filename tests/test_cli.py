@@ -20,10 +20,11 @@ from imguard_cli.main import app
 
 COPIES = ["astronaut__exact.png", "chelsea__jpeg40.jpg", "coffee__png.png", "rocket__thumb300.jpg"]
 UNRELATED = ["unrelated__moon.png", "unrelated__coins.jpg"]
-MATCH_KEYS = {"query", "reference", "score", "kind", "distance", "distances", "matched_by", "explanation",
+MATCH_KEYS = {"query", "reference", "score", "kind", "variants", "distance", "distances", "matched_by", "explanation",
               "evidence", "query_metadata", "reference_metadata", "description"}
 EXPLANATION_KEYS = {"matched_by", "scale", "rotation", "mirrored", "inliers", "reference_region", "query_region",
-                    "structure", "colour", "coverage", "query_outline", "transform", "reference_share", "query_share"}
+                    "structure", "colour", "coverage", "query_outline", "transform", "reference_share", "query_share",
+                    "colour_removed"}
 WIDE = {"COLUMNS": "240", "NO_COLOR": "1"}
 
 

@@ -1,0 +1,163 @@
+"""What a copy is and what it is not (issue 21): a look-alike in the same pose, another colour of
+one render and a shared region are no copies; a cut-out on a new background is one; a copy
+without colour cannot tell colour variants apart and says so.
+
+The pictures are made here from scikit-image's photos: a "product on white" is the horse
+silhouette of scikit-image filled with a real photo's texture, as a garment on a model or a
+render on a plain background is a textured shape on white.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter, ImageOps
+
+import imguard
+
+from make_fixtures import skimage_data_dir
+
+SIDE = 640
+
+
+def photo(name: str) -> Image.Image:
+    return Image.open(skimage_data_dir() / name).convert("RGB")
+
+
+def silhouette() -> np.ndarray:
+    """The horse of scikit-image (True inside), padded to a SIDE × SIDE canvas with a margin."""
+    horse = np.asarray(Image.open(skimage_data_dir() / "horse.png").convert("L")) < 128
+    shape = Image.fromarray(horse.astype(np.uint8) * 255).resize((SIDE * 4 // 5, SIDE * 4 // 5))
+    canvas = Image.new("L", (SIDE, SIDE), 0)
+    canvas.paste(shape, (SIDE // 10, SIDE // 10))
+    return np.asarray(canvas) > 127
+
+
+def texture(name: str, box: tuple[int, int, int, int]) -> Image.Image:
+    return photo(name).crop(box).resize((SIDE, SIDE))
+
+
+def on_background(fill: Image.Image, mask: np.ndarray, background: Image.Image | None = None) -> Image.Image:
+    """`fill` seen through `mask` on `background` (white when None)."""
+    ground = background.resize((SIDE, SIDE)) if background else Image.new("RGB", (SIDE, SIDE), "white")
+    return Image.composite(fill, ground, Image.fromarray(mask.astype(np.uint8) * 255))
+
+
+def hue_turned(image: Image.Image, degrees: float) -> Image.Image:
+    """The picture with every hue turned by `degrees` (saturation and value kept)."""
+    h, s, v = image.convert("HSV").split()
+    turned = h.point(lambda x: (x + round(degrees * 256 / 360)) % 256)
+    return Image.merge("HSV", (turned, s, v)).convert("RGB")
+
+
+def save(image: Image.Image, path: Path, scale: float = 1.0, quality: int = 88) -> Path:
+    if scale != 1.0:
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, quality=quality)
+    return path
+
+
+@pytest.fixture(scope="module")
+def products(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Image.Image]:
+    """Products on white: two garments of one cut (same silhouette, another fabric) and a
+    colourful render with its recolour."""
+    mask = silhouette()
+    fur = texture("chelsea.png", (0, 0, 300, 300))
+    return {
+        "garment": on_background(fur, mask),
+        # the same cut in a fabric of the same kind: the same photo's fur, from another part of it
+        "garment_other": on_background(ImageOps.mirror(texture("chelsea.png", (150, 0, 450, 300))), mask),
+        "render": on_background(texture("coffee.png", (100, 0, 500, 400)), mask),
+        "mask": Image.fromarray(mask.astype(np.uint8) * 255),
+    }
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory, products) -> imguard.Catalog:
+    root = tmp_path_factory.mktemp("lookalikes")
+    own = root / "own"
+    save(products["garment"], own / "garment.jpg")
+    save(products["render"], own / "render.jpg")
+    save(photo("astronaut.png"), own / "astronaut.jpg")
+    cat = imguard.Catalog.open(root / "guard")
+    cat.add(sorted(str(p) for p in own.iterdir()), jobs=1)
+    yield cat
+    cat.close()
+
+
+def scan_one(catalog: imguard.Catalog, path: Path, threshold: float = imguard.DEFAULT_THRESHOLD) -> list[imguard.Match]:
+    return list(catalog.scan([str(path)], threshold=threshold, jobs=1))
+
+
+def named(matches: list[imguard.Match]) -> list[str]:
+    return [Path(m.reference).name for m in matches]
+
+
+def test_a_same_pose_look_alike_is_rejected_and_the_copy_found(catalog, products, tmp_path):
+    other = scan_one(catalog, save(products["garment_other"], tmp_path / "other.jpg", 0.7))
+    assert "garment.jpg" not in named(other)
+    copy = scan_one(catalog, save(products["garment"], tmp_path / "copy.jpg", 0.7))
+    assert named(copy)[:1] == ["garment.jpg"] and copy[0].kind == "copy"
+
+
+def test_a_recolour_of_one_render_is_rejected_and_a_colour_edited_copy_found(catalog, products, tmp_path):
+    recolour = scan_one(catalog, save(hue_turned(products["render"], 150), tmp_path / "recolour.jpg", 0.8))
+    assert "render.jpg" not in named(recolour)
+    # still listed for review when asked for everything, with the colours said to differ
+    everything = [m for m in scan_one(catalog, tmp_path / "recolour.jpg", threshold=0.0) if m.reference.endswith("render.jpg")]
+    assert everything and everything[0].score < imguard.DEFAULT_THRESHOLD
+    edited = scan_one(catalog, save(hue_turned(products["render"], 25), tmp_path / "edited.jpg", 0.8))
+    assert named(edited)[:1] == ["render.jpg"]
+
+
+def test_a_cut_out_copy_on_a_new_background_is_found(catalog, products, tmp_path):
+    """The product, cut out of its white background, on a solid colour, a gradient and a
+    blurred photo (a studio backdrop): the new background neither counts for nor against it."""
+    mask = np.asarray(products["mask"]) > 127
+    size = (SIDE, SIDE)
+    gradient = Image.merge("RGB", [Image.linear_gradient("L").resize(size), Image.new("L", size, 120),
+                                   Image.linear_gradient("L").rotate(90).resize(size)])
+    backgrounds = {"solid": Image.new("RGB", size, (40, 90, 160)), "gradient": gradient,
+                   "photo": photo("astronaut.png").filter(ImageFilter.GaussianBlur(4))}
+    for name, background in backgrounds.items():
+        pasted = on_background(products["garment"], mask, background)
+        matches = scan_one(catalog, save(pasted, tmp_path / f"cutout-{name}.jpg", 0.75))
+        assert named(matches)[:1] == ["garment.jpg"], name
+        assert matches[0].kind == "copy"
+
+
+def test_a_shared_region_is_a_partial_match_never_a_copy(tmp_path):
+    """Two pictures with the same bottom half (pixel for pixel: a model's legs) under different
+    tops: listed as `partial` with the share that agrees."""
+    legs = photo("astronaut.png").crop((100, 256, 412, 512)).resize((SIDE, SIDE // 2))
+
+    def outfit(top: str) -> Image.Image:
+        picture = Image.new("RGB", (SIDE, SIDE), "white")
+        picture.paste(photo(top).resize((SIDE, SIDE // 2)), (0, 0))
+        picture.paste(legs, (0, SIDE // 2))
+        return picture
+
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        cat.add([str(save(outfit("chelsea.png"), tmp_path / "own" / "outfit.jpg"))], jobs=1)
+        matches = scan_one(cat, save(outfit("coffee.png"), tmp_path / "theirs" / "outfit.jpg", 0.8), threshold=0.0)
+    assert matches and matches[0].kind == "partial"
+    assert 0.2 < matches[0].explanation.structure < 0.8
+
+
+def test_a_greyscale_copy_lists_every_colour_variant_that_fits(products, tmp_path):
+    own = tmp_path / "own"
+    save(products["render"], own / "render.jpg")
+    save(hue_turned(products["render"], 150), own / "render_other_colour.jpg")
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        cat.add(sorted(str(p) for p in own.iterdir()), jobs=1)
+        grey = scan_one(cat, save(ImageOps.grayscale(products["render"]).convert("RGB"), tmp_path / "grey.jpg", 0.8))
+        coloured = scan_one(cat, save(products["render"], tmp_path / "coloured.jpg", 0.8))
+    assert sorted(named(grey)) == ["render.jpg", "render_other_colour.jpg"]
+    for match in grey:
+        assert match.explanation.colour_removed
+        assert [Path(v).name for v in match.variants] == [n for n in named(grey) if n != Path(match.reference).name]
+    assert named(coloured)[:1] == ["render.jpg"] and not coloured[0].variants
+    assert "render_other_colour.jpg" not in named(coloured)
