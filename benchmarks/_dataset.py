@@ -292,6 +292,12 @@ def _dhash_pairs(plain: list[int], mirrored: list[int]) -> set[tuple[int, int]]:
 # Name families: candidates the file names say outright (variants of one product)
 
 _OXID_DROP = re.compile(r"^(front|back|detail\d|deck|bottom|sb|sg|v|pi|z\d+[a-z]?|)$")
+# Words that name a variant, not a product: the view, the colour, the print (spree's blanks carry
+# a Rails or a Spree logo), the shop's "product" prefix; numbers are variants too.
+_VARIANT_WORD = re.compile(
+    r"^(\d*|front|back|detail\d*|black|white|red|blue|green|gray|grey|dark|product|ror|spree|apache|ruby|jr|t)$"
+)
+_NAMED_VARIANTS = {"opencart", "nopcommerce", "saleor", "saleor-demoproducts", "sylius", "spree"}
 
 
 def name_family(rel: str) -> str | None:
@@ -299,7 +305,11 @@ def name_family(rel: str) -> str | None:
 
     thelia PRODnnn-k are colour variants of one product (many are the same photo recoloured);
     oxideshop files are picture slots 1..4 of one product (front/back/detail, deck/bottom,
-    recoloured jeans sb/sg); solidus caps and hoodies come in colours of one mockup.
+    recoloured jeans sb/sg); solidus caps and hoodies come in colours of one mockup. In the
+    sources of _NAMED_VARIANTS a name less its variant words (_VARIANT_WORD, trailing digits)
+    names the product: opencart's iphone_1..6, nopcommerce's NikonCamera_1/_2/_black/_red,
+    saleor's white/blue-plimsolls-1..4, saleordemoproduct_cl_bogo01..04_k, spree's ror_tote_back
+    and spree_tote_front. A family only proposes its pairs to the dense check.
     """
     folder, _, name = rel.partition("/")
     stem = name.rsplit(".", 1)[0]
@@ -314,16 +324,21 @@ def name_family(rel: str) -> str | None:
     if folder == "solidus":
         m = re.match(r"solidus_(cap|hoodie)_", stem)
         return f"solidus/{m.group(1)}" if m else None
+    if folder in _NAMED_VARIANTS:
+        tokens = [re.sub(r"\d+$", "", t) for t in re.split(r"[_\-]+", stem.lower()) if not _VARIANT_WORD.match(t)]
+        key = "".join(tokens)
+        return f"{folder}/{key}" if key else None
     return None
 
 
 def _name_pairs(rels: list[str]) -> set[tuple[int, int]]:
+    """Every pair within a name family (not a star: a back and its detail must be checked too)."""
     by_family = defaultdict(list)
     for i, rel in enumerate(rels):
         fam = name_family(rel)
         if fam:
             by_family[fam].append(i)
-    return {(m[0], j) for m in by_family.values() for j in m[1:]}
+    return {(a, b) for members in by_family.values() for k, a in enumerate(members) for b in members[k + 1:]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,13 +359,15 @@ BLOCK = 16  # compared blocks, in pixels at CHECK_SIDE
 TEXTURED = 6.0  # grey std of a block with texture to compare (flat white background is not)
 BLOCK_NCC = 0.5  # normalised cross-correlation of a block that agrees: same structure, any colour
 # A pair is the same photo when the other image reproduces at least this share of one image's
-# textured blocks. Measured on the 525 candidate pairs of the 971 photos (dataset version 3), and
+# textured blocks. Measured on the 917 candidate pairs of the 971 photos (dataset version 3), and
 # the pairs near the line looked at: another garment on the same model, or one outfit in another
 # pose, scored <= 0.55; one logo on two products <= 0.52; a front against a back <= 0.51 (plain
 # dark jeans, whose outlines align mirrored, up to 0.62); two scans of one cover design 0.56-0.59;
 # recolours of one photo 0.65-1.0; details against their master, and renders pasted whole into a
-# bigger picture, 0.62-0.96. Another print on one blank mockup spreads over 0.56-0.96: most such
-# pairs stay together, which keeps copies out of the negatives at the cost of some look-alikes.
+# bigger picture, 0.62-0.96, but a tablet's back pasted beside its front 0.54. Above the line too:
+# another print on one blank mockup (0.56-0.96), two close angles of one laptop (0.62), two
+# lifestyle photos on soft backgrounds (0.67): they stay together, which keeps copies out of the
+# negatives at the cost of some look-alikes.
 SAME_PHOTO = 0.6
 RECOLOURED = 30.0  # RGB distance of the agreeing blocks' mean colours (75th pct): another colour
 
@@ -469,33 +486,32 @@ def _check_params() -> dict:
 
 
 def find_pairs(sources: Sources, processes: int = 2, log=print) -> dict:
-    """Candidate pairs of near-duplicates, three ways (cached: ~10-25 min on 2 busy cores, most
-    of it the all-against-all descriptor search).
+    """Candidate pairs of near-duplicates: verified local features, a dHash check (cached: ~10-25
+    min on 2 busy cores, most of it the all-against-all descriptor search), the name families.
 
     Returns {"orb_pairs": [[rel, rel, inliers]], "dhash_pairs": [...], "name_pairs": [...],
     "seconds": float}.
     """
+    rels = list(sources.rels)
+    names = [[rels[i], rels[j]] for i, j in sorted(_name_pairs(rels))]
     key = _digest({"src": sources.fingerprint, **_group_params()})
     cache = CACHE_DIR / f"pairs-{key}.json"
     if cache.exists():
-        return json.loads(cache.read_text())
+        return {**json.loads(cache.read_text()), "name_pairs": names}
     log(f"finding near-duplicate pairs among {len(sources.rels)} source images (ORB+RANSAC, dHash, names)...")
     t0 = time.perf_counter()
-    rels = list(sources.rels)
     with Pool(processes) as pool:
         feats = pool.map(_orb_and_dhash, [str(sources.path(r)) for r in rels], chunksize=8)
     orb = _orb_pairs([f[0] for f in feats], [f[1] for f in feats])
     dh = _dhash_pairs([f[2] for f in feats], [f[3] for f in feats])
-    names = _name_pairs(rels)
     result = {
         "orb_pairs": [[rels[i], rels[j], n] for (i, j), n in sorted(orb.items())],
         "dhash_pairs": [[rels[i], rels[j]] for i, j in sorted(dh)],
-        "name_pairs": [[rels[i], rels[j]] for i, j in sorted(names)],
         "seconds": round(time.perf_counter() - t0, 1),
     }
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     _write_json(cache, result)
-    return result
+    return {**result, "name_pairs": names}
 
 
 def group_sources(sources: Sources, processes: int = 2, log=print) -> dict:
@@ -509,7 +525,7 @@ def group_sources(sources: Sources, processes: int = 2, log=print) -> dict:
     evidence = find_pairs(sources, processes, log)
     candidates = sorted({tuple(sorted(p[:2])) for k in ("orb_pairs", "dhash_pairs", "name_pairs")
                          for p in evidence[k]})
-    key = _digest({"src": sources.fingerprint, **_group_params(), **_check_params()})
+    key = _digest({"src": sources.fingerprint, "pairs": candidates, **_check_params()})
     cache = CACHE_DIR / f"pair-checks-{key}.json"
     if cache.exists():
         checks = json.loads(cache.read_text())
@@ -720,7 +736,8 @@ def build_dataset(
         "version": DATASET_VERSION,
         "sources": sources.kind,
         "fingerprint": sources.fingerprint,
-        "grouping": {**_group_params(), **_check_params(), "same_photo": SAME_PHOTO},
+        "grouping": {**_group_params(), **_check_params(), "same_photo": SAME_PHOTO,
+                     "groups": _digest(grouping["groups"])},
         "seed": seed,
         "quick": quick,
         "positives_per_family": n_pos,
