@@ -67,6 +67,14 @@ DATASET_VERSION = 3  # bump when the generation below changes: old caches are th
 MAX_SIDE = 1600  # copies are made from sources capped to this long side, as marketplaces serve
 
 
+def publish(lines: list[str], out: Path | None) -> None:
+    """Print a benchmark's Markdown tables, and write them to `out` when given."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        out.write_text(text, encoding="utf-8")
+
+
 def shown(path: Path) -> str:
     """A path as the committed tables print it: relative to the repository (no absolute paths)."""
     return os.path.relpath(path, REPO_ROOT)

@@ -7,28 +7,49 @@
         print(match.query, match.reference, match.score)
 """
 
+from . import evidence, nightly, report  # modules of their own: the report stage, the nightly run
 from ._version import __version__
-from .catalog import Catalog, IndexResult, ScanRun, read_manifest
-from .errors import CatalogError, DependencyError, ImageError, ImguardError, ManifestError, SourceError
+from .catalog import Catalog, IndexResult, ScanRun
+from .errors import CatalogError, DependencyError, ImageError, ImguardError, ManifestError, SourceError, StoreError
 from .fingerprint import Fingerprint, fingerprint_file
-from .scan import DEFAULT_THRESHOLD, Explanation, Match, ScanError
+from .history import Finding, MarkError
+from .limits import Limits
+from .lock import LockHeld
+from .nightly import Config, ConfigError, NightlyResult, load_config
+from .scan import DEFAULT_THRESHOLD, Evidence, Explanation, Match, ScanError
+from .sources import Record, iter_records, read_manifest
 
 __all__ = [
     "__version__",
+    "evidence",
+    "nightly",
+    "report",
+    "Config",
+    "ConfigError",
+    "Finding",
+    "LockHeld",
+    "MarkError",
+    "NightlyResult",
+    "load_config",
     "Catalog",
     "CatalogError",
     "DEFAULT_THRESHOLD",
     "DependencyError",
+    "Evidence",
     "Explanation",
     "Fingerprint",
     "ImageError",
     "ImguardError",
     "IndexResult",
+    "Limits",
     "ManifestError",
     "Match",
+    "Record",
     "ScanError",
     "ScanRun",
     "SourceError",
+    "StoreError",
     "fingerprint_file",
+    "iter_records",
     "read_manifest",
 ]

@@ -7,7 +7,7 @@ FAISS indexes and the catalog store's bytes) is sent to every worker once with
 back in input order, so that a cluster run gives exactly the output of a single-process run.
 
 Workers read the items themselves: local paths must be readable on every worker (a shared
-folder), URLs are downloaded by the workers (see `imguard.sources`), which is what makes a
+folder), URLs are downloaded by the workers (see `imguard.fetch`), which is what makes a
 cluster worth it for remote competitor images.
 """
 

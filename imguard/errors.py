@@ -24,6 +24,11 @@ class CatalogError(ImguardError):
     """The catalog store is missing, unreadable, or written by an incompatible imguard."""
 
 
+class StoreError(CatalogError):
+    """The catalog store or its FAISS indexes failed while in use (a corrupt file, an I/O error, a
+    full disk): the catalog needs repair, not the command line. Wraps the SQLite or FAISS error."""
+
+
 class ManifestError(SourceError):
     """A CSV manifest is malformed: missing columns, or rows that point at nothing."""
 

@@ -26,7 +26,15 @@ def _orb(n_features: int) -> cv2.ORB:
     return cv2.ORB_create(nfeatures=n_features, scaleFactor=SCALE_FACTOR, nlevels=8, fastThreshold=12)
 
 
+# ORB describes a 31 px patch around each keypoint and finds none closer to an edge: a picture
+# thinner than that has no features, and the pyramid of a thin strip (a 10000×2 banner, shown at
+# 512×1) would shrink a level to nothing, which OpenCV refuses with an error.
+MIN_SIDE = 32
+
+
 def _detect(grey: np.ndarray, n_features: int) -> tuple[list[cv2.KeyPoint], np.ndarray | None]:
+    if min(grey.shape[:2]) < MIN_SIDE:
+        return [], None
     return _orb(n_features).detectAndCompute(grey, None)
 
 

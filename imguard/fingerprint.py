@@ -15,12 +15,14 @@ import cv2
 import numpy as np
 
 from . import features, hashing, load
+from .limits import Limits, time_limit
 
 # Bumped whenever a change makes fingerprints incomparable with the previous ones (2: hashes on an
 # area-averaged shrink; 3: dHash shrunk from pHash's 32×32; 4: JPEG drafts within DRAFT_SLACK;
-# 5: borders searched on an averaged grid, edges placed to the pixel):
+# 5: borders searched on an averaged grid, edges placed to the pixel; 6: palette, bilevel and
+# 16-bit pictures reduced before their conversion to RGB, within the decode budget):
 # the store records it per image, and `Catalog.add` redoes older ones.
-FINGERPRINT_VERSION = 5
+FINGERPRINT_VERSION = 6
 THUMB_SIDE = 256  # reference pixels kept in the store for verification and evidence
 THUMB_QUALITY = 90
 HASH_SIDE = hashing.TRIM_GRID  # the view hashes alone need: the trim's grid (pHash itself, 32 px)
@@ -121,6 +123,14 @@ def region_hashes(view: View) -> list[tuple[hashing.Box, np.ndarray, dict[str, b
     return out
 
 
+def features_of_file(path: str | os.PathLike[str]) -> tuple[features.Features, features.Features]:
+    """The ORB features of an image file's canonical view and of its mirror image (in the mirror
+    image's coordinates), as a scan extracts them from a query: what a catalog image needs to be
+    looked for in what a nightly run kept of competitor images."""
+    view = canonical_view(load.load(path, features.FEATURE_SIDE))
+    return features.features_and_mirror(view.grey)
+
+
 def encode_thumbnail(rgb: np.ndarray) -> bytes:
     small = _fit(rgb, THUMB_SIDE)
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY])
@@ -135,11 +145,14 @@ def decode_thumbnail(data: bytes) -> np.ndarray:
 
 
 def fingerprint_file(
-    path: str | os.PathLike[str], *, with_features: bool = True, with_thumbnail: bool = False
+    path: str | os.PathLike[str], *, with_features: bool = True, with_thumbnail: bool = False,
+    limits: Limits = Limits(),
 ) -> Fingerprint:
     """Fingerprint one image file, decoding no more pixels than the parts asked for need (hashes
-    alone: a JPEG at 1/8 scale). Raises ImageError (path and reason) when it is not readable."""
+    alone: a JPEG at 1/8 scale), within `limits` (bytes read, memory decoded, seconds). Raises
+    ImageError (path and reason) when it is not readable or over a limit."""
     side = max(HASH_SIDE, features.FEATURE_SIDE if with_features else 0, THUMB_SIDE if with_thumbnail else 0)
-    decoded = load.load(path, side)
-    view = canonical_view(decoded, side)
-    return fingerprint_view(view, decoded, with_features=with_features, with_thumbnail=with_thumbnail)
+    with time_limit(os.fspath(path), limits.seconds):
+        decoded = load.load(path, side, limits)
+        view = canonical_view(decoded, side)
+        return fingerprint_view(view, decoded, with_features=with_features, with_thumbnail=with_thumbnail)

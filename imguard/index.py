@@ -4,22 +4,35 @@ Exact search (IndexBinaryFlat) is used while it pays; above a size an inverted-f
 (IndexBinaryIVF) is built instead, its lists centred by binary k-medians on a sample, with
 `nprobe` set for the recall measured by benchmarks/speed.py.
 Index files carry the store generation they were built from: a stale or missing file is rebuilt.
+The three files are one set: a stamp written after them names each one's size and CRC-32, so that
+a reader never mixes files of two sets (one being replaced, a writer killed halfway), nor loads a
+damaged file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import tempfile
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, BinaryIO, TypeVar
 
 import faiss
 import numpy as np
 
+from .errors import StoreError
 from .store import Store
 
-INDEX_FORMAT = 3  # 3: lists centred by k-medians; coarse probes set by `tune`
+INDEX_FORMAT = 4  # 3: lists centred by k-medians; coarse probes set by `tune`; 4: files checksummed
+PARTS = ("phash", "dhash", "features")
+STAMP = "index.json"
+# Loads tried while the stamp keeps changing under the reader (a writer replacing the set), before
+# the index is built from the store instead.
+LOAD_ATTEMPTS = 3
 # Above these sizes (codes), exact flat search stops paying for itself (benchmarks/speed.py): an
 # ORB query searches ~1,400 descriptors, so flat costs 1,400 × catalog descriptors per image.
 HASH_EXACT_LIMIT = 250_000
@@ -44,6 +57,7 @@ TRAIN_SAMPLE = 16
 TRAIN_ROUNDS = 3
 TRAIN_BLOCK = 1 << 16  # sample codes whose bits are unpacked at once
 SEED = 0
+T = TypeVar("T")
 
 
 @dataclass
@@ -256,73 +270,136 @@ class CatalogIndex:
     @classmethod
     def build(cls, store: Store) -> CatalogIndex:
         """Built from one snapshot of the store: an `index` run writing meanwhile cannot mix
-        two generations into one index."""
-        with store.snapshot():
-            generation = store.generation
-            ids, phashes, dhashes = store.hash_table()
-            features = build_streamed(256, store.descriptor_count(), store.iter_descriptor_batches,
-                                      exact_limit=FEATURE_EXACT_LIMIT, nprobe=FEATURE_NPROBE)
-        return cls(
-            generation=generation,
-            phash=build_binary(ids, phashes, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
-            dhash=build_binary(ids, dhashes, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
-            features=features,
-        )
+        two generations into one index. FAISS's failures (it raises RuntimeError) and running out
+        of memory are StoreErrors."""
+        try:
+            with store.snapshot():
+                generation = store.generation
+                ids, phashes, dhashes = store.hash_table()
+                features = build_streamed(256, store.descriptor_count(), store.iter_descriptor_batches,
+                                          exact_limit=FEATURE_EXACT_LIMIT, nprobe=FEATURE_NPROBE)
+            return cls(
+                generation=generation,
+                phash=build_binary(ids, phashes, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
+                dhash=build_binary(ids, dhashes, exact_limit=HASH_EXACT_LIMIT, nprobe=HASH_NPROBE),
+                features=features,
+            )
+        except (RuntimeError, MemoryError) as exc:
+            raise StoreError(f"{store.path}: building the FAISS indexes failed ({type(exc).__name__}: {exc})") from exc
 
     def save(self, folder: str, catalog_id: str) -> None:
-        """Write every file atomically (temp file + rename); the JSON stamp goes last."""
-        for name in ("phash", "dhash", "features"):
-            part: BinaryIndex = getattr(self, name)
-            _atomic(folder, f"{name}.faiss", lambda p, part=part: faiss.write_index_binary(part.index, p))
+        """Write the three files as one set (their sizes and CRC-32s taken as they are written),
+        then the stamp naming them: a reader takes the files only if they are the stamp's."""
+        written = _replace_together(folder, {f"{name}.faiss": functools.partial(_write_summed, getattr(self, name).index)
+                                             for name in PARTS})
         stamp = {"format": INDEX_FORMAT, "catalog_id": catalog_id, "generation": self.generation,
-                 "sizes": {n: getattr(self, n).size for n in ("phash", "dhash", "features")}}
-        _atomic(folder, "index.json", lambda p: _write_text(p, json.dumps(stamp)))
+                 "sizes": {n: getattr(self, n).size for n in PARTS},
+                 "files": {n: written[f"{n}.faiss"] for n in PARTS}}
+        _replace_together(folder, {STAMP: lambda handle: handle.write(json.dumps(stamp).encode())})
 
     @classmethod
     def load(cls, folder: str, store: Store) -> CatalogIndex | None:
-        """The saved index if it was built from this very store at its current generation, else None."""
+        """The saved index if it was built from this very store at its current generation and its
+        files are the ones its stamp names, else None."""
         generation = store.generation
-        try:
-            with open(os.path.join(folder, "index.json"), encoding="utf-8") as handle:
-                stamp = json.load(handle)
-            if (stamp.get("format") != INDEX_FORMAT or stamp.get("generation") != generation
+        stamp = _read_stamp(folder)
+        for _ in range(LOAD_ATTEMPTS):
+            if (stamp is None or stamp.get("format") != INDEX_FORMAT or stamp.get("generation") != generation
                     or stamp.get("catalog_id") != store.catalog_id or stamp["sizes"]["phash"] != store.count()):
                 return None
-            parts = {}
-            for name in ("phash", "dhash", "features"):
-                index = faiss.read_index_binary(os.path.join(folder, f"{name}.faiss"))
-                if index.ntotal != stamp["sizes"][name]:
-                    return None
-                parts[name] = BinaryIndex(index)
-                parts[name].tune(FEATURE_NPROBE if name == "features" else HASH_NPROBE)
-        except (OSError, ValueError, KeyError, RuntimeError):
-            return None
-        return cls(generation=generation, **parts)
+            parts = _read_parts(folder, stamp)
+            if parts is not None:
+                return cls(generation=generation, **parts)
+            again = _read_stamp(folder)
+            if again == stamp:  # the files are not the stamp's, and no writer is replacing them
+                return None
+            stamp = again
+        return None
 
     @classmethod
-    def for_store(cls, store: Store, folder: str, *, rebuild: bool = False) -> CatalogIndex:
-        """Load the saved index, rebuilding (and saving) it when missing, stale or asked to."""
+    def for_store(cls, store: Store, folder: str, *, rebuild: bool = False, save: bool = True) -> CatalogIndex:
+        """Load the saved index, or build it when missing, stale or asked to, and save it (unless
+        not `save`: a reader builds it in memory)."""
         index = None if rebuild else cls.load(folder, store)
         if index is None:
             index = cls.build(store)
-            try:
-                index.save(folder, store.catalog_id)
-            except (OSError, RuntimeError):
-                pass  # a read-only catalog folder still scans, it just rebuilds every time
+            if save:
+                try:
+                    index.save(folder, store.catalog_id)
+                except (OSError, RuntimeError):
+                    pass  # a catalog folder that cannot be written still scans, it rebuilds every time
         return index
 
 
-def _write_text(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
-
-
-def _atomic(folder: str, name: str, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
+def _read_stamp(folder: str) -> dict[str, Any] | None:
     try:
-        write(tmp)
-        os.replace(tmp, os.path.join(folder, name))
+        with open(os.path.join(folder, STAMP), encoding="utf-8") as handle:
+            stamp = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return stamp if isinstance(stamp, dict) else None
+
+
+def _read_parts(folder: str, stamp: dict[str, Any]) -> dict[str, BinaryIndex] | None:
+    """The three indexes, if each file is the one the stamp names (size and CRC-32 as read)."""
+    parts = {}
+    try:
+        for name in PARTS:
+            index = _read_summed(os.path.join(folder, f"{name}.faiss"), stamp["files"][name])
+            if index is None or index.ntotal != stamp["sizes"][name]:
+                return None
+            parts[name] = BinaryIndex(index)
+            parts[name].tune(FEATURE_NPROBE if name == "features" else HASH_NPROBE)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+        return None
+    return parts
+
+
+def _write_summed(index: faiss.IndexBinary, handle: BinaryIO) -> dict[str, int]:
+    """Write `index` to `handle`; its size and CRC-32."""
+    summed = {"bytes": 0, "crc32": 0}
+
+    def write(block: bytes) -> None:
+        handle.write(block)
+        summed["bytes"] += len(block)
+        summed["crc32"] = zlib.crc32(block, summed["crc32"])
+
+    faiss.write_index_binary(index, faiss.PyCallbackIOWriter(write))
+    return summed
+
+
+def _read_summed(path: str, expected: dict[str, int]) -> faiss.IndexBinary | None:
+    """The index in `path` if its bytes have the size and CRC-32 `expected`, checked as FAISS
+    reads them (no second pass over a file of gigabytes); else None."""
+    if os.path.getsize(path) != expected["bytes"]:
+        return None
+    summed = {"crc32": 0}
+    with open(path, "rb") as handle:
+        def read(size: int) -> bytes:
+            block = handle.read(size)
+            summed["crc32"] = zlib.crc32(block, summed["crc32"])
+            return block
+
+        index = faiss.read_index_binary(faiss.PyCallbackIOReader(read))
+        whole = handle.tell() == expected["bytes"] and not handle.read(1)
+    return index if whole and summed["crc32"] == expected["crc32"] else None
+
+
+def _replace_together(folder: str, writers: dict[str, Callable[[BinaryIO], T]]) -> dict[str, T]:
+    """Write each file of `writers` (name → what writes it, and returns what to keep) under a
+    temporary name, then rename them all into place: a failure or a kill before the renames
+    leaves the old files as they were."""
+    kept: dict[str, T] = {}
+    temporary: dict[str, str] = {}
+    try:
+        for name, write in writers.items():
+            fd, temporary[name] = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+            with os.fdopen(fd, "wb") as handle:
+                kept[name] = write(handle)
+        for name in writers:
+            os.replace(temporary.pop(name), os.path.join(folder, name))
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for path in temporary.values():
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    return kept

@@ -16,6 +16,8 @@ Per chunk of query files (one unit of parallel work):
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import itertools
 import math
 import os
 import shutil
@@ -23,15 +25,20 @@ import sqlite3
 import tempfile
 import weakref
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
 
-from . import features, fingerprint, hashing, load, sources, verify
+from . import features, fetch, fingerprint, hashing, load, verify
+from ._version import __version__
 from .errors import ImageError
 from .index import CatalogIndex
-from .store import Reference, Store
+from .limits import DEFAULT_DECODE_BYTES, Limits, time_limit
+from .sources import Record
+from .store import Reference, Store, connect_readonly
 
 # Scores at or above this are reported. benchmarks/RESULTS.md's FPR <= 0.1 % cut-off moved between
 # 0.43 and 0.47 over the last runs (look-alike products on white, a handful of images): the
@@ -58,6 +65,7 @@ SIBLING_COLOUR = 0.15  # colour agreement this much better: the copied colour va
 SHARED_REGION = 0.7  # two matches whose query regions overlap this much explain the same copy
 PLAUSIBLE_SCALE = 1.25  # a copy is rarely enlarged more than this from its source
 ENLARGED_SCALE = 1.5
+REVERSE_BATCH = 256  # stored competitor images searched at once by `reverse_candidates`
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,33 @@ class Explanation:
     structure: float  # share of the region's textured blocks that agree, [0, 1]
     colour: float  # colour agreement over the region, [0, 1]
     coverage: float = 0.0  # share of the query's textured area that the copied region accounts for
+    # The copied region's outline in the query, its pixels: the four corners of the reference
+    # region, mapped (top-left, top-right, bottom-right, bottom-left of the reference): a rotated
+    # or skewed copy is outlined where it is, not by a box around it.
+    query_outline: tuple[tuple[float, float], ...] = ()
+    # The fitted map from reference pixels to query pixels, 2×3 affine (rows), mirror included.
+    transform: tuple[tuple[float, float, float], ...] = ()
+    # Shares of each picture's content (inside the plain borders a trim removes: a product's white
+    # background is no part of what was copied): how much of the reference the copy shows (below
+    # 1: cropped), and how much of the query it takes up (below 1: pasted into a bigger picture).
+    reference_share: float = 1.0
+    query_share: float = 1.0
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What makes a match checkable later, by the seller or a marketplace: both files' identity
+    and size, when each was seen, and what found the match."""
+
+    query_sha256: str
+    reference_sha256: str
+    query_size: tuple[int, int]  # pixels (width, height), after EXIF orientation
+    reference_size: tuple[int, int]
+    captured_at: str | None = None  # ISO 8601: when the competitor image was captured
+    captured_from: str | None = None  # where that time comes from: "manifest", "download", "file mtime"
+    reference_indexed_at: str | None = None  # when imguard first indexed the own image (None: unknown)
+    imguard_version: str = __version__
+    threshold: float = 0.0  # the scan's threshold
 
 
 @dataclass(frozen=True)
@@ -86,13 +121,40 @@ class Match:
     distance: int  # smallest Hamming distance of pHash/dHash, either orientation (of 64 bits)
     distances: dict[str, int]
     explanation: Explanation
+    evidence: Evidence
+    query_metadata: dict[str, str] = field(default_factory=dict)  # listing, asin, title, seller, ...
     reference_metadata: dict[str, str] = field(default_factory=dict)
-    query_sha256: str = ""
-    reference_sha256: str = ""
+    kind: str = "copy"  # "copy": the reference, edited; "partial": they share a region only
+    reference_id: int = 0  # the catalog's id of the reference (ids are never reused)
 
     @property
     def matched_by(self) -> str:
         return self.explanation.matched_by
+
+    @property
+    def listing(self) -> str:
+        """The competitor listing the query image belongs to (see `sources.Record`)."""
+        return self.query_metadata.get("listing", "")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Its fields as plain JSON-ready data (tuples become lists in JSON)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Match:
+        """The inverse of `as_dict`, read back from JSON (keys it does not know are ignored:
+        `scan --format json` adds a description)."""
+        explanation = dict(data["explanation"])
+        for key in ("reference_region", "query_region"):
+            explanation[key] = tuple(explanation[key])
+        explanation["query_outline"] = tuple(tuple(p) for p in explanation.get("query_outline", ()))
+        explanation["transform"] = tuple(tuple(r) for r in explanation.get("transform", ()))
+        evidence = dict(data["evidence"])
+        for key in ("query_size", "reference_size"):
+            evidence[key] = tuple(evidence[key])
+        names = {f.name for f in dataclasses.fields(cls)} - {"explanation", "evidence"}
+        return cls(explanation=Explanation(**explanation), evidence=Evidence(**evidence),
+                   **{k: v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True)
@@ -101,24 +163,58 @@ class ScanError:
     error: str
 
     @classmethod
-    def of(cls, path: str, exc: Exception) -> ScanError:
-        """The error of one file: an ImageError's reason, or the failure of a decoder or of OpenCV
-        on a hostile file (which must not stop the other files either)."""
+    def of(cls, path: str, exc: Exception, *, failed: str = "cannot process image") -> ScanError:
+        """The error of one file: an ImageError's reason (unreadable, over a limit), or what
+        `failed` on a hostile file (a decoder, OpenCV, FAISS, the store: the failure must not stop
+        the other files either)."""
         if isinstance(exc, ImageError):
             return cls(path, exc.reason)
-        return cls(path, f"cannot process image ({type(exc).__name__}: {exc})")
+        return cls(path, f"{failed} ({type(exc).__name__}: {exc})")
+
+
+@dataclass(frozen=True)
+class QueryPrints:
+    """What a nightly run keeps of a competitor image it read (see imguard.history): enough to
+    look for a new own image in it later without reading it again, and to show it once gone."""
+
+    sha256: str
+    nbytes: int
+    size: tuple[int, int]
+    box: tuple[int, int, int, int]  # the canonical view's part of the image, its pixels
+    view_size: tuple[int, int]
+    hashes: bytes  # pHash, dHash, pHash of the mirror, dHash of the mirror: 4 × 8 bytes
+    keypoints: bytes  # N × 2 float32, view pixels
+    descriptors: bytes  # ORB of the canonical view, N × 32
+    # per descriptor, the distance of its VOTE_K-th nearest catalog descriptor (uint8): a new
+    # catalog image's descriptor nearer than that would have been among its neighbours
+    neighbour_distances: bytes
+    thumbnail: bytes  # JPEG of the canonical view, fingerprint.THUMB_SIDE (as the catalog keeps its own)
+    # What a new catalog image must beat to have been a candidate of this scan: the Hamming
+    # distance of the last hash hit verified, and the votes of the last voted candidate (the
+    # scan's radius and minimum when it had fewer). See `reverse_candidates`.
+    hash_floor: int = HASH_RADIUS
+    vote_floor: int = MIN_VOTES
+
+
+HASH_KEYS = ("phash", "dhash", "phash_mirror", "dhash_mirror")
 
 
 @dataclass
 class Outcome:
-    """The result of one query file: its matches, or the error that stopped it (or of a folder
-    in the sources that could not be listed: an error, and no query)."""
+    """The result of one query file: its matches, or the error that stopped it (or of something
+    in the sources that is no query, a folder that could not be listed or a manifest row that
+    names nothing: an error, and `folder`)."""
 
-    path: str
+    record: Record
     matches: list[Match] = field(default_factory=list)
     error: ScanError | None = None
     fast_path: bool = False
     folder: bool = False
+    prints: QueryPrints | None = None  # with Matcher(keep_prints=True)
+
+    @property
+    def path(self) -> str:
+        return self.record.location
 
 
 @dataclass(eq=False)
@@ -160,15 +256,24 @@ class _Picture:
 
 @dataclass(eq=False)
 class _Query:
-    path: str
+    record: Record
     data: bytes
+    captured: tuple[str | None, str | None]  # (ISO time, where it comes from): see Evidence
     fp: fingerprint.Fingerprint
     view: _Picture
     regions: list[_Picture]  # sub-pictures of a composite view (cut from the view)
+    full: np.ndarray | None = None  # the decoded image, untrimmed (at least the view's size)
+    hash_floor: int = HASH_RADIUS  # see QueryPrints
+    vote_floor: int = MIN_VOTES
+    budget: int = DEFAULT_DECODE_BYTES  # bytes its decodes may take: Limits.decode_bytes
     results: dict[int, Match] = field(default_factory=dict)
     # catalog image id → the hash hits on it: (picture, mirrored, Hamming distance)
     hash_hits: dict[int, list[tuple[_Picture, bool, int]]] = field(default_factory=dict)
     _texture: np.ndarray | None = None
+
+    @property
+    def path(self) -> str:
+        return self.record.location
 
     @property
     def texture(self) -> np.ndarray:
@@ -187,11 +292,15 @@ class Matcher:
     """
 
     def __init__(self, index: CatalogIndex, store_path: str, *, threshold: float = DEFAULT_THRESHOLD,
-                 top: int | None = None) -> None:
+                 top: int | None = None, keep_prints: bool = False,
+                 fetch_options: dict[str, Any] | None = None, limits: Limits = Limits()) -> None:
         self.index = index
         self.store_path = store_path
         self.threshold = threshold
         self.top = top
+        self.keep_prints = keep_prints  # each outcome carries its QueryPrints
+        self.fetch_options = dict(fetch_options or {})  # timeout, max_bytes, retries of downloads
+        self.limits = limits
         # Verifications under this are never reported and cannot settle a query on the fast
         # path: they are not explained (see `_verified`).
         self.explains_from = min(threshold, FAST_ACCEPT)
@@ -208,7 +317,8 @@ class Matcher:
         store_bytes = _snapshot(self.store_path)
         parts = {n: faiss.serialize_index_binary(getattr(self.index, n).index) for n in ("phash", "dhash", "features")}
         return {"parts": parts, "generation": self.index.generation, "store": store_bytes,
-                "threshold": self.threshold, "top": self.top}
+                "threshold": self.threshold, "top": self.top, "keep_prints": self.keep_prints,
+                "fetch_options": self.fetch_options, "limits": self.limits}
 
     def __setstate__(self, state: dict) -> None:
         import faiss
@@ -222,7 +332,8 @@ class Matcher:
         with open(store_path, "wb") as handle:
             handle.write(state["store"])
         self.__init__(CatalogIndex(generation=state["generation"], **parts), store_path,
-                      threshold=state["threshold"], top=state["top"])
+                      threshold=state["threshold"], top=state["top"], keep_prints=state["keep_prints"],
+                      fetch_options=state["fetch_options"], limits=state["limits"])
 
     @property
     def store(self) -> Store:
@@ -252,31 +363,36 @@ class Matcher:
 
     # -- the pipeline -----------------------------------------------------------------------
 
-    def match_chunk(self, paths: list[str]) -> list[Outcome]:
-        """Match one chunk of query files; one outcome per path, in order. A file that fails,
-        for whatever reason, becomes that file's error: it never stops the others."""
-        outcomes = [Outcome(p) for p in paths]
+    def match_chunk(self, records: list[Record]) -> list[Outcome]:
+        """Match one chunk of query files; one outcome per record, in order. A file that fails,
+        for whatever reason (a decoder, OpenCV, FAISS, the store, its time limit), becomes that
+        file's error: it never stops the others."""
+        outcomes = [Outcome(r) for r in records]
         queries: list[tuple[Outcome, _Query]] = []
-        fetched = sources.fetch_remote(paths)  # the URLs among paths, downloaded concurrently; {} if none
+        seconds = self.limits.seconds
+        # the URLs among the records, downloaded concurrently; {} if none
+        fetched = fetch.fetch_remote([r.location for r in records],
+                                     **{"max_bytes": self.limits.file_bytes, **self.fetch_options})
         for outcome in outcomes:
-            path = outcome.path
             try:
-                data = fetched[path] if path in fetched else load.read_bytes(path)
-                if isinstance(data, ImageError):
-                    raise data
-                queries.append((outcome, _query(path, data)))
+                with time_limit(outcome.path, seconds):
+                    data, captured = _read(outcome.record, fetched, self.limits.file_bytes)
+                    queries.append((outcome, _query(outcome.record, data, captured, self.limits.decode_bytes)))
             except Exception as exc:
-                outcome.error = ScanError.of(path, exc)
+                outcome.error = ScanError.of(outcome.path, exc)
         try:
-            self._match_queries(queries)
+            with time_limit(f"{len(queries)} files", seconds * len(queries)):
+                self._match_queries(queries)
         except Exception:
-            if len(queries) <= 1:
-                raise
             for one in queries:  # find the file that breaks the batch; the others still match
+                one[1].results.clear()
+                one[1].hash_hits.clear()
                 try:
-                    self._match_queries([one])
+                    with time_limit(one[1].path, seconds):
+                        self._match_queries([one])
                 except Exception as exc:
-                    one[0].error = ScanError(one[1].path, f"matching failed ({type(exc).__name__}: {exc})")
+                    one[0].matches = []
+                    one[0].error = ScanError.of(one[1].path, exc, failed="matching failed")
         return outcomes
 
     def _match_queries(self, batch: list[tuple[Outcome, _Query]]) -> None:
@@ -296,14 +412,64 @@ class Matcher:
         self._feature_candidates([(q, picture) for q in composites for picture in _fine_regions(q)])
         for outcome, q in batch:
             outcome.matches = select(list(q.results.values()), self.threshold, self.top)
+            if self.keep_prints:
+                outcome.prints = self._prints(q)
+
+    def _prints(self, q: _Query) -> QueryPrints:
+        if q.view.points is None:  # settled on the fast path: the features a later search needs
+            q.view.extract_features()
+        assert q.view.points is not None
+        descriptors = np.ascontiguousarray(q.view.points[1], np.uint8)
+        distances, _ = self.index.features.search(descriptors, VOTE_K)
+        kth = distances[:, -1] if distances.shape[1] == VOTE_K else np.full(len(descriptors), 255)
+        return QueryPrints(
+            sha256=q.fp.sha256, nbytes=q.fp.nbytes, size=(q.fp.width, q.fp.height), box=q.view.box,
+            view_size=q.view.size, hashes=b"".join(q.fp.hashes[k] for k in HASH_KEYS),
+            keypoints=np.ascontiguousarray(q.view.points[0], np.float32).tobytes(), descriptors=descriptors.tobytes(),
+            neighbour_distances=np.clip(kth, 0, 255).astype(np.uint8).tobytes(),
+            thumbnail=fingerprint.encode_thumbnail(q.view.rgb), hash_floor=q.hash_floor, vote_floor=q.vote_floor,
+        )
+
+    def verify_prints(self, record: Record, prints: QueryPrints, candidates: dict[int, features.Features]) -> dict[int, float]:
+        """The scores a scan would give `candidates` (catalog ids → the keypoints and descriptors
+        of their mirror images) in a competitor image known only by what a nightly run kept of it
+        (`prints`): hash alignment, and RANSAC on its kept keypoints (against the catalog
+        image, and against its mirror image for a mirrored copy), then the dense check of its
+        thumbnail -- the resolution the dense check compares at anyway. No file is read."""
+        thumb = fingerprint.decode_thumbnail(prints.thumbnail)
+        picture = _Picture(thumb, prints.box)
+        scale = picture.size[0] / max(1, prints.view_size[0])  # thumbnail pixels per view pixel
+        points = np.frombuffer(prints.keypoints, np.float32).reshape(-1, 2) * scale
+        descriptors = np.frombuffer(prints.descriptors, np.uint8).reshape(-1, 32)
+        hashes = {k: prints.hashes[i * 8:(i + 1) * 8] for i, k in enumerate(HASH_KEYS)}
+        fp = fingerprint.Fingerprint(prints.sha256, prints.nbytes, *prints.size, prints.box, picture.size, hashes,
+                                     points, descriptors)
+        q = _Query(record, b"", (None, None), fp, picture, [])
+        flip_query = np.array([[-1.0, 0, picture.size[0]], [0, 1, 0], [0, 0, 1]])
+        scores: dict[int, float] = {}
+        for image_id, (mirror_points, mirror_descriptors) in candidates.items():
+            ref = self.reference(image_id)
+            tries = [verify.box_alignment((0, 0, *picture.size), picture.size, ref.view_size, m) for m in (False, True)]
+            plain = verify.match_keypoints(points, descriptors, ref.keypoints, ref.descriptors, False)
+            mirrored = verify.match_keypoints(points, descriptors, mirror_points, mirror_descriptors, False)
+            if plain is not None:
+                tries.append(plain)
+            if mirrored is not None:  # query → mirrored reference, as the mirrored query → the reference
+                flip_ref = np.array([[-1.0, 0, ref.view_size[0]], [0, 1, 0], [0, 0, 1]])
+                matrix = flip_ref @ np.vstack([mirrored.matrix, [0, 0, 1]]) @ flip_query
+                tries.append(verify.Alignment(matrix[:2], True, mirrored.inliers))
+            scores[image_id] = max(self._verified(q, picture, ref, a, "features").score for a in tries)
+        return scores
 
     def _exact(self, queries: list[_Query]) -> None:
         for q in queries:
             for image_id in self.store.ids_with_sha256(q.fp.sha256):
                 ref = self.reference(image_id)
                 full = (0, 0, ref.width, ref.height)
+                sx, sy = q.fp.width / ref.width, q.fp.height / ref.height
                 explanation = Explanation("sha256", 1.0, 0.0, False, 0, full, (0, 0, q.fp.width, q.fp.height),
-                                          1.0, 1.0, 1.0)
+                                          1.0, 1.0, 1.0, _corners((0, 0, q.fp.width, q.fp.height)),
+                                          ((sx, 0.0, 0.0), (0.0, sy, 0.0)))
                 q.results[image_id] = self._match(q, ref, 1.0, explanation)
 
     def _hash_candidates(self, queries: list[_Query]) -> None:
@@ -333,6 +499,8 @@ class Matcher:
         HASH_VERIFIED catalog images are verified there (products on white hash alike: many
         images fall within the radius of some picture's hash)."""
         nearest = sorted(q.hash_hits, key=lambda image_id: min(d for _, _, d in q.hash_hits[image_id]))
+        if len(nearest) >= HASH_VERIFIED:
+            q.hash_floor = min(d for _, _, d in q.hash_hits[nearest[HASH_VERIFIED - 1]])
         for image_id in list(nearest[HASH_VERIFIED:]):
             del q.hash_hits[image_id]
         for image_id, hits in q.hash_hits.items():
@@ -369,6 +537,8 @@ class Matcher:
                 if count < MIN_VOTES:
                     break
                 mirrors[image_id] = [m for m, votes in ((False, plain), (True, mirror)) if votes[image_id] == count]
+                if picture is q.view and len(mirrors) == VOTED_CANDIDATES:
+                    q.vote_floor = count
             if picture is q.view:  # hash hits that verified in part: their alignment may be off
                 for image_id in q.hash_hits:
                     known = q.results.get(image_id)
@@ -443,10 +613,15 @@ class Matcher:
                       hashing.hamming(q.fp.hashes[f"{name}_mirror"], ref.hashes[name]))
             for name in ("phash", "dhash")
         }
+        evidence = Evidence(
+            query_sha256=q.fp.sha256, reference_sha256=ref.sha256, query_size=(q.fp.width, q.fp.height),
+            reference_size=(ref.width, ref.height), captured_at=q.captured[0], captured_from=q.captured[1],
+            reference_indexed_at=_iso(ref.indexed_at), threshold=self.threshold,
+        )
         return Match(
             query=q.path, reference=ref.path, score=score, distance=min(distances.values()),
-            distances=distances, explanation=explanation, reference_metadata=dict(ref.metadata),
-            query_sha256=q.fp.sha256, reference_sha256=ref.sha256,
+            distances=distances, explanation=explanation, evidence=evidence,
+            query_metadata=dict(q.record.metadata), reference_metadata=dict(ref.metadata), reference_id=ref.id,
         )
 
 
@@ -466,9 +641,40 @@ def _votes(owners: np.ndarray) -> Counter[int]:
     return Counter(dict(zip(images.tolist(), counts.tolist())))
 
 
-def _query(path: str, data: bytes) -> _Query:
-    """Decode a query file into its canonical view and the sub-pictures of a composite, hashed."""
-    decoded = load.decode(data, path, features.FEATURE_SIDE)
+def match_chunk(matcher: Matcher, records: list[Record]) -> list[Outcome]:
+    """`Matcher.match_chunk` as a module-level function: the task the engines run per chunk."""
+    return matcher.match_chunk(records)
+
+
+def _read(record: Record, fetched: dict[str, fetch.Download | ImageError],
+          max_bytes: int) -> tuple[bytes, tuple[str | None, str | None]]:
+    """A query's bytes, and when it was captured: the manifest's `captured_at` when it gives one,
+    else the download time of a URL, else the file's modification time."""
+    download = fetched.get(record.location)
+    if isinstance(download, ImageError):
+        raise download
+    if download is not None:
+        data, captured = download.data, (_iso(download.fetched_at), "download")
+    else:
+        data, mtime = load.read_file(record.location, max_bytes)
+        captured = (_iso(mtime), "file mtime")
+    if record.metadata.get("captured_at"):
+        captured = (record.metadata["captured_at"], "manifest")
+    return data, captured
+
+
+def _iso(timestamp: float | None) -> str | None:
+    """Seconds since the epoch as ISO 8601, UTC, to the second."""
+    if timestamp is None:
+        return None
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _query(record: Record, data: bytes, captured: tuple[str | None, str | None], budget: int) -> _Query:
+    """Decode a query file (within `budget` bytes of memory) into its canonical view and the
+    sub-pictures of a composite, hashed."""
+    path = record.location
+    decoded = load.decode(data, path, features.FEATURE_SIDE, budget=budget)
     view = fingerprint.canonical_view(decoded)
     fp = fingerprint.fingerprint_view(view, decoded, with_features=False)
     picture = _Picture(view.rgb, view.box, fp.hashes)
@@ -477,7 +683,57 @@ def _query(path: str, data: bytes) -> _Query:
     for box, crop, hashes in fingerprint.region_hashes(view):
         (x0, y0), (x1, y1) = (frame @ [box[0], box[1], 1])[:2], (frame @ [box[2], box[3], 1])[:2]
         regions.append(_Picture(crop, (round(x0), round(y0), round(x1), round(y1)), hashes))
-    return _Query(path, data, fp, picture, regions)
+    return _Query(record, data, captured, fp, picture, regions, full=decoded.rgb, budget=budget)
+
+
+
+
+def reverse_candidates(own: list[tuple[int, np.ndarray, dict[str, bytes]]],
+                       stored: Iterable[tuple[int, bytes, bytes, bytes, int, int]]) -> dict[int, set[int]]:
+    """Competitor images (kept by a nightly run: id, hashes, descriptors, their neighbour
+    distances, hash floor, vote floor; see QueryPrints) that may hold one of the `own` images
+    (id, descriptors of it and of its mirror image stacked, its hashes): the scan's candidate
+    tests run the other way round, so that a new catalog photo is looked for in competitor
+    images without reading them again. A competitor image is a candidate when the new image
+    would have been one of its scan's candidates: a hash at least as near as the last hash hit
+    it verified, or at least as many votes as its last voted candidate had, a descriptor voting
+    when the new image has a descriptor as near as its VOTE_K-th catalog neighbour was.
+    Returns competitor id → the own images it may hold, to be verified (`verify_prints`)."""
+    if not own:
+        return {}
+    from .index import build_binary
+
+    owners = np.concatenate([np.full(len(d), image_id, np.int64) for image_id, d, _ in own])
+    codes = np.concatenate([d for _, d, _ in own])
+    # Inverted lists even for one image: a night's competitor descriptors (millions) each
+    # compare with one list of the new images' codes, not with all of them.
+    search = build_binary(owners, codes, exact_limit=0, nprobe=1)
+    own_hashes = [(image_id, h["phash"], h["dhash"]) for image_id, _, h in own]
+    found: dict[int, set[int]] = {}
+    rows = iter(stored)
+    while batch := list(itertools.islice(rows, REVERSE_BATCH)):
+        voters = []
+        for competitor_id, hashes, descriptors, neighbours, hash_floor, vote_floor in batch:
+            view = [hashes[i * 8:(i + 1) * 8] for i in range(len(HASH_KEYS))]
+            near = {image_id for image_id, p, d in own_hashes
+                    if min(hashing.hamming(p, view[0]), hashing.hamming(p, view[2]), hashing.hamming(d, view[1]),
+                           hashing.hamming(d, view[3])) <= hash_floor}
+            if near:
+                found.setdefault(competitor_id, set()).update(near)
+            if len(descriptors) >= vote_floor * 32:
+                voters.append((competitor_id, np.frombuffer(descriptors, np.uint8).reshape(-1, 32),
+                               np.frombuffer(neighbours, np.uint8), vote_floor))
+        if not voters:
+            continue
+        bounds = np.cumsum([0] + [len(d) for _, d, _, _ in voters])
+        distances, owner = search.search(np.concatenate([d for _, d, _, _ in voters]), VOTE_K)
+        reach = np.minimum(VOTE_DISTANCE, np.concatenate([n for _, _, n, _ in voters]).astype(np.int32))
+        owner[distances > reach[:, None]] = -1
+        for k, (competitor_id, _, _, vote_floor) in enumerate(voters):
+            voted = {i for i, count in _votes(owner[bounds[k]:bounds[k + 1]]).items() if count >= vote_floor}
+            if voted:
+                found.setdefault(competitor_id, set()).update(voted)
+    return found
 
 
 def _fine_regions(q: _Query) -> list[_Picture]:
@@ -487,7 +743,7 @@ def _fine_regions(q: _Query) -> list[_Picture]:
     chosen = q.regions[:REGION_SEARCHES]
     smallest = min(max(r.box[2] - r.box[0], r.box[3] - r.box[1]) for r in chosen)
     need = min(1.0, REGION_SIDE / max(1, smallest))
-    full = load.decode(q.data, q.path, math.ceil(max(q.fp.width, q.fp.height) * need)).rgb
+    full = load.decode(q.data, q.path, math.ceil(max(q.fp.width, q.fp.height) * need), budget=q.budget).rgb
     fx, fy = full.shape[1] / q.fp.width, full.shape[0] / q.fp.height
     pictures = []
     for region in chosen:
@@ -541,7 +797,7 @@ def _better(a: Match, b: Match, *, before: bool) -> bool:
 
 
 def _same_file(a: Match, b: Match) -> bool:
-    return bool(a.reference_sha256) and a.reference_sha256 == b.reference_sha256
+    return a.evidence.reference_sha256 == b.evidence.reference_sha256
 
 
 def _shares_region(b: Match, a: Match) -> bool:
@@ -568,7 +824,7 @@ def _outranks(a: Explanation, b: Explanation) -> bool:
 def _snapshot(path: str) -> bytes:
     """The store as one self-contained SQLite file. The store is in WAL mode: its main file alone
     misses whatever is still in the write-ahead log (after a fresh `add`, everything)."""
-    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    source = connect_readonly(path)
     try:
         with tempfile.TemporaryDirectory(prefix="imguard-ship-") as folder:
             copy_path = os.path.join(folder, "catalog.sqlite")
@@ -603,12 +859,28 @@ def _explain(q: _Query, picture: _Picture, ref: Reference, check: verify.DenseCh
     corners_query = picture_to_query @ ref_view_to_picture @ corners_view
     query_region = _bbox(corners_query, q.fp.width, q.fp.height)
     quad = (np.linalg.inv(q.view.frame) @ corners_query)[:2].T[[0, 1, 3, 2]]  # in view pixels, in order
+    outline = tuple((round(float(x), 1), round(float(y), 1)) for x, y in corners_query[:2].T[[0, 1, 3, 2]])
+    transform = (picture_to_query @ ref_view_to_picture @ ref_to_view)[:2]
+    query_content = corners_query[:2].T[[0, 1, 3, 2]]
+    qx0, qy0, qx1, qy1 = q.view.box
+    query_share = abs(cv2.contourArea(np.clip(query_content, [qx0, qy0], [qx1, qy1]).astype(np.float32)))
     return Explanation(
         matched_by=method, scale=round(scale, 3), rotation=round(rotation, 1), mirrored=alignment.mirrored,
         inliers=alignment.inliers, reference_region=ref_region, query_region=query_region,
         structure=round(check.structure, 3), colour=round(check.colour, 3),
-        coverage=round(verify.share_inside(q.texture, quad), 3),
+        coverage=round(verify.share_inside(q.texture, quad), 3), query_outline=outline,
+        transform=tuple(tuple(round(float(v), 5) for v in row) for row in transform),
+        reference_share=round(_overlap(ref_region, ref.box) / max(1, _area(ref.box)), 3),
+        query_share=round(min(1.0, query_share / max(1, _area(q.view.box))), 3),
     )
+
+
+def _area(box: tuple[int, int, int, int]) -> int:
+    return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    return _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
 
 
 def _unexplained(method: str, check: verify.DenseCheck | None = None) -> Explanation:
@@ -619,6 +891,12 @@ def _unexplained(method: str, check: verify.DenseCheck | None = None) -> Explana
         return Explanation(method, 0.0, 0.0, False, 0, zero, zero, 0.0, 0.0, 0.0)
     return Explanation(method, 0.0, 0.0, check.alignment.mirrored, check.alignment.inliers, zero, zero,
                        round(check.structure, 3), round(check.colour, 3), 0.0)
+
+
+def _corners(box: tuple[int, int, int, int]) -> tuple[tuple[float, float], ...]:
+    """A box's four corners, clockwise from the top left (an outline)."""
+    x0, y0, x1, y1 = box
+    return ((float(x0), float(y0)), (float(x1), float(y0)), (float(x1), float(y1)), (float(x0), float(y1)))
 
 
 def _frame(box: tuple[int, int, int, int], view_size: tuple[int, int]) -> np.ndarray:

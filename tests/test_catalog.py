@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import imguard
 from imguard import catalog as catalog_module
 from imguard import engine
 from imguard.index import CatalogIndex
 
-from conftest import ROOT, by_query
+from conftest import IS_ROOT, ROOT, by_query, run_script
 
 FAISS_FILES = ("phash.faiss", "dhash.faiss", "features.faiss")
 
@@ -36,14 +39,14 @@ def copy_competitor(fixtures, name: str, folder: Path) -> Path:
 
 def summary(matches):
     return [(m.query, m.reference, m.score, m.distance, m.distances, m.explanation, m.reference_metadata,
-             m.query_sha256, m.reference_sha256) for m in matches]
+             m.evidence, m.query_metadata, m.kind) for m in matches]
 
 
 # -- indexing --------------------------------------------------------------------------------------
 
 
-def test_add_then_incremental_reindex(catalog_copy, tmp_path, monkeypatch):
-    n = len(list(catalog_copy.iterdir()))
+def test_add_then_incremental_reindex(catalog_copy, tmp_path, monkeypatch, fixtures):
+    n = len(fixtures.catalog_names)
     with imguard.Catalog.open(tmp_path / "guard") as cat:
         first = cat.add(catalog_copy, jobs=1)
         assert (first.added, first.updated, first.unchanged, first.removed) == (n, 0, 0, 0)
@@ -88,8 +91,8 @@ def test_new_file_is_added_and_matched(catalog_copy, tmp_path, fixtures):
         assert found and base(found[0].reference) == "rocket.jpg"
 
 
-def test_prune_drops_deleted_files(catalog_copy, tmp_path):
-    n = len(list(catalog_copy.iterdir()))
+def test_prune_drops_deleted_files(catalog_copy, tmp_path, fixtures):
+    n = len(fixtures.catalog_names)
     with imguard.Catalog.open(tmp_path / "guard") as cat:
         cat.add(catalog_copy, jobs=1)
         (catalog_copy / "rocket.jpg").unlink()
@@ -103,6 +106,31 @@ def test_prune_drops_deleted_files(catalog_copy, tmp_path):
         assert cat.prune() == 0
         references = {base(m.reference) for m in cat.scan(catalog_copy, threshold=0, jobs=1)}
         assert "rocket.jpg" not in references and "ihc.png" not in references
+
+
+def test_prune_refuses_when_a_folder_is_missing_or_empty(fixtures, tmp_path):
+    """An unmounted drive shows its folders missing, or its mount point empty: --prune would empty
+    the catalog of everything indexed from it. It refuses, before anything is done, unless forced."""
+    drive, photos = tmp_path / "drive", tmp_path / "photos"
+    shutil.copytree(fixtures.catalog, drive / "shoes")
+    shutil.copytree(fixtures.catalog, photos)
+    n = len(fixtures.catalog_names)
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        assert cat.add([drive, photos], jobs=1).added == 2 * n
+        shutil.copyfile(fixtures.competitor("unrelated__moon.png"), photos / "moon.png")  # not added: refused first
+        for unmounted in ("missing", "empty"):
+            shutil.rmtree(drive / "shoes", ignore_errors=True)
+            if unmounted == "empty":
+                (drive / "shoes").mkdir()
+            with pytest.raises(imguard.SourceError, match="not pruning: 7 catalog image.*shoes.*force"):
+                cat.add(photos, prune=True, jobs=1)
+            with pytest.raises(imguard.SourceError, match="not pruning"):
+                cat.prune()
+            assert len(cat) == 2 * n
+        (photos / "moon.png").unlink()
+        (photos / "rocket.jpg").unlink()  # its folder holds the others: pruned without force
+        forced = cat.add(photos, force_prune=True, jobs=1)
+        assert (forced.removed, forced.unchanged, len(cat)) == (n + 1, n - 1, n - 1)
 
 
 def test_errors_while_indexing_are_collected(fixtures, tmp_path):
@@ -194,6 +222,57 @@ def test_a_killed_index_run_keeps_its_commits_and_a_rerun_picks_up(fixtures, cat
         assert found and {base(m.reference) for m in found} == {"chelsea.jpg"}
 
 
+# SIGKILLs of `index` (a nightly loop runs more), at moments drawn from KILL_SEED within KILL_WINDOW
+# seconds: on two cores that spans the start-up, the three chunks of commits and the index save.
+KILLS = 5
+KILL_SEED = 22
+KILL_WINDOW = (0.4, 3.0)
+
+
+def test_index_killed_again_and_again_keeps_a_sound_store_and_a_rerun_completes(script, fixtures, tmp_path):
+    """`imguard index` SIGKILLed at random moments, again and again: each time the store is intact
+    (SQLite's integrity check), holds whole images only (every image has its features, no file
+    twice), never more than the files; the index files load as a set or not at all; and a run to
+    the end indexes the rest and matches."""
+    images = tmp_path / "sets"
+    for k in range(6):
+        shutil.copytree(fixtures.catalog, images / f"set{k}")
+    n = 6 * len(fixtures.catalog_names)
+    rng = random.Random(KILL_SEED)
+    counts = []
+    for _ in range(KILLS):
+        run = subprocess.Popen([str(script), "index", "sets", "--db", "guard", "--quiet", "--jobs", "1"], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            run.wait(timeout=rng.uniform(*KILL_WINDOW))
+        except subprocess.TimeoutExpired:
+            run.kill()
+            run.wait()
+        if not (tmp_path / "guard" / "catalog.sqlite").exists():
+            continue  # killed before it created the store
+        db = sqlite3.connect(tmp_path / "guard" / "catalog.sqlite")
+        try:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            images_, paths, features = db.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT abspath), (SELECT COUNT(*) FROM features) FROM images").fetchone()
+            assert images_ == paths == features <= n
+            assert db.execute("SELECT COUNT(*) FROM images WHERE id NOT IN (SELECT image_id FROM features)").fetchone() == (0,)
+        finally:
+            db.close()
+        counts.append(images_)
+        with imguard.Catalog.open(tmp_path / "guard", readonly=True) as cat:
+            loaded = CatalogIndex.load(str(tmp_path / "guard"), cat.store)
+            assert loaded is None or loaded.phash.size == images_
+    assert counts == sorted(counts)  # what a run committed, the next ones keep
+    done = run_script(script, tmp_path, "index", "sets", "--db", "guard", "--quiet", "--jobs", "1", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["images"], result["added"] + result["unchanged"], result["errors"]) == (n, n, [])
+    found = run_script(script, tmp_path, "scan", str(fixtures.competitor("chelsea__jpeg40.jpg")), "--db", "guard",
+                       "--format", "json", "--quiet")
+    assert {base(m["reference"]) for m in json.loads(found.stdout)["matches"]} == {"chelsea.jpg"}
+
+
 def test_missing_index_files_are_rebuilt(fixtures, catalog_copy, tmp_path):
     guard = tmp_path / "guard"
     with imguard.Catalog.open(guard) as cat:
@@ -255,6 +334,105 @@ def test_stale_index_is_detected(fixtures, catalog_copy, tmp_path):
         assert cat.index.generation == cat.store.generation
         assert cat.index.phash.size == len(fixtures.catalog_names)
     assert json.loads((guard / "index.json").read_text())["generation"] == stamp["generation"] + 1
+
+
+def test_the_index_files_are_taken_only_as_the_set_their_stamp_names(fixtures, catalog_copy, tmp_path):
+    """The three FAISS files are one set: a file of another set (one being replaced, or left by a
+    run killed halfway), same size and all, or a damaged one is never loaded: the index is built
+    again. A copy of the folder, whose files have new dates, loads as it is."""
+    guard = tmp_path / "guard"
+    with imguard.Catalog.open(guard) as cat:
+        cat.add(catalog_copy, jobs=1)
+        older = (guard / "dhash.faiss").read_bytes()
+        Image.open(fixtures.catalog / "coffee.jpg").rotate(180).save(catalog_copy / "chelsea.jpg")
+        assert cat.add(catalog_copy, jobs=1).updated == 1  # same count: every file keeps its size
+        assert len(older) == (guard / "dhash.faiss").stat().st_size and older != (guard / "dhash.faiss").read_bytes()
+        assert CatalogIndex.load(str(guard), cat.store) is not None
+        (guard / "dhash.faiss").write_bytes(older)  # a file of the previous set
+        assert CatalogIndex.load(str(guard), cat.store) is None
+        cat.rebuild()
+        features = bytearray((guard / "features.faiss").read_bytes())
+        features[len(features) // 2] ^= 0xFF  # one flipped bit... eight
+        (guard / "features.faiss").write_bytes(bytes(features))
+        assert CatalogIndex.load(str(guard), cat.store) is None
+    with imguard.Catalog.open(guard) as cat:
+        assert cat.index.features.size == cat.stats()["descriptors"]  # built again from the store, and saved
+    copy = tmp_path / "copy"
+    shutil.copytree(guard, copy, copy_function=shutil.copyfile)  # no dates kept
+    with imguard.Catalog.open(copy, readonly=True) as cat:
+        assert CatalogIndex.load(str(copy), cat.store) is not None
+
+
+def test_a_reader_never_waits_for_a_writer_nor_makes_it_wait(fixtures, catalog_copy, tmp_path):
+    """`scan` and `stats` open the store read-only: a reader in the middle of its reads does not
+    hold up an `index` run, and one starting while a writer holds the write lock does not wait
+    for it (it opened the store read-write, and waited up to 30 s)."""
+    guard = tmp_path / "guard"
+    first = tmp_path / "first"
+    first.mkdir()
+    shutil.move(catalog_copy / "chelsea.jpg", first / "chelsea.jpg")
+    with imguard.Catalog.open(guard) as cat:
+        cat.add(first, jobs=1)
+    with imguard.Catalog.open(guard, readonly=True) as reader:
+        with reader.store.snapshot():  # reading, in one transaction
+            assert reader.store.count() == 1
+            with imguard.Catalog.open(guard) as writer:
+                assert writer.add(catalog_copy, jobs=1).added == len(fixtures.catalog_names) - 1
+            assert reader.store.count() == 1  # still the state it began reading
+        assert reader.store.count() == len(fixtures.catalog_names)
+        with pytest.raises(imguard.CatalogError, match="read-only"):
+            reader.add(first, jobs=1)
+    writer = sqlite3.connect(guard / "catalog.sqlite")
+    writer.execute("BEGIN IMMEDIATE")  # an index run committing a chunk
+    writer.execute("UPDATE meta SET value = value WHERE key = 'generation'")
+    try:
+        with imguard.Catalog.open(guard, readonly=True) as reader:
+            found = list(reader.scan(fixtures.competitor("chelsea__jpeg40.jpg"), jobs=1))
+        assert [base(m.reference) for m in found] == ["chelsea.jpg"]
+    finally:
+        writer.rollback()
+        writer.close()
+
+
+def _read_only(folder: Path, command: list[str]) -> list[str]:
+    """`command` run with `folder` read-only: as root (whom permissions do not stop) on a
+    read-only bind mount of it in a mount namespace of its own; otherwise by its permissions."""
+    if not IS_ROOT:
+        for path in [folder, *folder.iterdir()]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        return command
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("as root, read-only media are simulated in a mount namespace (unshare -m)")
+    mount = f'mount --bind "{folder}" "{folder}" && mount -o remount,bind,ro "{folder}" && exec "$@"'
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", mount, "sh", *command]
+
+
+def test_a_catalog_on_read_only_media_is_scanned(script, fixtures, catalog_copy, tmp_path):
+    """A catalog on read-only media (a DVD, a read-only mount): SQLite cannot make the shared
+    memory file a WAL reader needs, so `scan` failed. It opens the store immutable there, builds
+    missing index files in memory, and writes nothing."""
+    guard = tmp_path / "guard"
+    with imguard.Catalog.open(guard) as cat:
+        cat.add(catalog_copy, jobs=1)
+    for name in FAISS_FILES:
+        (guard / name).unlink()
+    before = sorted(p.name for p in guard.iterdir())
+    assert "catalog.sqlite-wal" not in before and "catalog.sqlite-shm" not in before  # closed cleanly
+    query = str(fixtures.competitor("chelsea__jpeg40.jpg"))
+    try:
+        for args in (["scan", query, "--format", "json", "--quiet", "--jobs", "1"], ["stats", "--format", "json"]):
+            command = _read_only(guard, [str(script), *args, "--db", str(guard)])
+            done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr
+            data = json.loads(done.stdout)
+            if args[0] == "scan":
+                assert [base(m["reference"]) for m in data["matches"]] == ["chelsea.jpg"]
+            else:
+                assert data["images"] == len(fixtures.catalog_names) and data["index"]["phash"] == data["images"]
+    finally:
+        for path in [guard, *guard.iterdir()]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    assert sorted(p.name for p in guard.iterdir()) == before
 
 
 # -- manifests and errors ---------------------------------------------------------------------------
@@ -368,7 +546,7 @@ def test_catalog_stats(indexed, fixtures):
     stats = indexed.stats()
     assert stats["images"] == len(fixtures.catalog_names)
     assert stats["index"]["phash"] == stats["images"] and stats["index"]["features"] == stats["descriptors"]
-    assert stats["bytes"] == sum(p.stat().st_size for p in fixtures.catalog.iterdir())
+    assert stats["bytes"] == sum((fixtures.catalog / name).stat().st_size for name in fixtures.catalog_names)
     assert stats["schema_version"] >= 1
 
 
@@ -407,33 +585,6 @@ def test_same_file_twice_in_one_scan(fixtures, indexed):
     matches = list(run)
     assert not run.errors and run.stats["queries"] == 2
     assert [base(m.reference) for m in matches if m.query == path] == ["rocket.jpg", "rocket.jpg"]
-
-
-def test_schema_1_store_is_migrated_and_refingerprinted(catalog_copy, tmp_path, fixtures):
-    """A store from before fingerprint versions (schema 1) opens, is migrated, refuses to scan
-    with its old fingerprints, and `add` fingerprints them again."""
-    import sqlite3
-
-    n = len(list(catalog_copy.iterdir()))
-    with imguard.Catalog.open(tmp_path / "guard") as cat:
-        cat.add(catalog_copy, jobs=1)
-    db = sqlite3.connect(tmp_path / "guard" / "catalog.sqlite")
-    with db:  # turn it into what imguard 0.1 wrote
-        db.execute("ALTER TABLE images DROP COLUMN fingerprint_version")
-        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    db.close()
-    from imguard.store import Store
-
-    with pytest.raises(imguard.CatalogError, match=r"older imguard \(schema 1\).*imguard index"):
-        Store.open(tmp_path / "guard", readonly=True)  # a read-only open cannot migrate
-    with imguard.Catalog.open(tmp_path / "guard") as cat:
-        assert cat.store.schema_version == 2
-        with pytest.raises(imguard.CatalogError, match=r"fingerprinted by an older imguard.*imguard index"):
-            cat.scan(fixtures.competitors, jobs=1)
-        again = cat.add(catalog_copy, jobs=1)
-        assert (again.added, again.updated, again.unchanged) == (0, n, 0)
-        assert cat.store.outdated() == []
-        assert any(m.matched_by == "sha256" for m in cat.scan(catalog_copy / "coffee.jpg", jobs=1))
 
 
 def test_inverted_file_indexes_find_the_copies_exact_search_finds(fixtures, catalog_copy, tmp_path, monkeypatch,
@@ -485,4 +636,4 @@ def test_an_unreadable_subfolder_is_an_error_and_the_walk_goes_on(fixtures, cata
         assert [(e.path, e.error) for e in run.errors] == [(str(locked[1]), reason)]
         assert len(matched) >= 10 and "hidden-from-us.jpg" not in matched
         # every competitor file is a query; the folder is an error, not a query
-        assert run.stats["queries"] == len(list(fixtures.competitors.iterdir())) and run.stats["errors"] == 1
+        assert run.stats["queries"] == len(fixtures.competitor_files) and run.stats["errors"] == 1

@@ -7,23 +7,23 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import IS_ROOT, ROOT_SKIP
+from conftest import IS_ROOT, ROOT_SKIP, run_script
 
+import imguard
 from imguard_cli.main import app
 
 COPIES = ["astronaut__exact.png", "chelsea__jpeg40.jpg", "coffee__png.png", "rocket__thumb300.jpg"]
 UNRELATED = ["unrelated__moon.png", "unrelated__coins.jpg"]
-MATCH_KEYS = {"query", "reference", "score", "distance", "distances", "matched_by", "explanation",
-              "reference_metadata", "query_sha256", "reference_sha256"}
+MATCH_KEYS = {"query", "reference", "score", "kind", "distance", "distances", "matched_by", "explanation",
+              "evidence", "query_metadata", "reference_metadata", "description"}
 EXPLANATION_KEYS = {"matched_by", "scale", "rotation", "mirrored", "inliers", "reference_region", "query_region",
-                    "structure", "colour", "coverage"}
+                    "structure", "colour", "coverage", "query_outline", "transform", "reference_share", "query_share"}
 WIDE = {"COLUMNS": "240", "NO_COLOR": "1"}
 
 
@@ -102,6 +102,19 @@ def test_index_with_manifest_and_prune(cli, workdir, tmp_path):
     (images / "rocket.jpg").unlink()
     pruned = cli("index", str(images), "--db", db, "--prune", "--quiet", "--jobs", "1", "--format", "json")
     assert json.loads(pruned.stdout)["removed"] == 1
+    (images / "coffee.jpg").unlink()
+    (images / "coffee_hue.jpg").unlink()
+    shutil.move(images / "chelsea.jpg", images / "sub-chelsea.jpg")
+    empty_drive = tmp_path / "drive"
+    empty_drive.mkdir()
+    shutil.copyfile(workdir / "catalog" / "chelsea.jpg", empty_drive / "chelsea.jpg")
+    assert cli("index", str(empty_drive), "--db", db, "--quiet", "--jobs", "1").exit_code == 0
+    (empty_drive / "chelsea.jpg").unlink()  # the drive's mount point, empty
+    refused = cli("index", str(images), "--db", db, "--prune", "--quiet", "--jobs", "1", "--format", "json")
+    assert refused.exit_code == 2 and "not pruning: 1 catalog image(s)" in refused.stderr
+    assert "--force-prune" in refused.stderr and refused.stdout == ""
+    forced = cli("index", str(images), "--db", db, "--force-prune", "--quiet", "--jobs", "1", "--format", "json")
+    assert forced.exit_code == 0 and json.loads(forced.stdout)["removed"] == 4  # 2 deleted, 1 renamed, the drive's
     bad = tmp_path / "bad.csv"
     bad.write_text("file,sku\nx.jpg,1\n")
     result = cli("index", str(images), "--db", db, "--manifest", str(bad), "--quiet")
@@ -248,6 +261,68 @@ def test_strict_with_a_broken_file(cli, guard):
     assert "empty.png" in strict.stdout  # the table of unreadable files
 
 
+def test_exit_code_when_every_file_failed(cli, guard, workdir, tmp_path, fixtures):
+    """A run whose files all failed says so and exits 4, with --strict too (1 would say only that
+    some file failed); its output is printed as usual. An empty folder is a run that completed."""
+    broken = tmp_path / "all-broken"
+    broken.mkdir()
+    for case in ("empty", "truncated", "not_image"):
+        shutil.copyfile(fixtures.loader(case), broken / fixtures.loader(case).name)
+    for strict in ([], ["--strict"]):
+        result = cli("scan", str(broken), "--db", guard, "--format", "json", "--quiet", "--jobs", "1", *strict)
+        assert result.exit_code == 4, result.output
+        assert len(json.loads(result.stdout)["errors"]) == 3
+        assert "none of the 3 file(s) could be read" in result.stderr
+    result = cli("index", str(broken), "--db", str(tmp_path / "db"), "--format", "json", "--quiet", "--jobs", "1")
+    assert result.exit_code == 4 and len(json.loads(result.stdout)["errors"]) == 3
+    (tmp_path / "nothing").mkdir()
+    assert cli("scan", str(tmp_path / "nothing"), "--db", guard, "--quiet").exit_code == 0
+    assert cli("scan", "broken", "--db", guard, "--quiet", "--jobs", "1").exit_code == 0  # one of two failed
+
+
+def test_exit_code_of_imguards_own_failure(cli, guard, monkeypatch, tmp_path):
+    """A bug is exit 3 and a short message naming the error and the file its traceback went to,
+    never a bare traceback; IMGUARD_DEBUG=1 prints the traceback too."""
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug in a scan")
+
+    monkeypatch.setattr(imguard.Catalog, "scan", broken)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the traceback goes
+    result = cli("scan", "competitors", "--db", guard, "--quiet")
+    assert result.exit_code == 3 and "Traceback" not in result.output
+    assert "internal error (ZeroDivisionError: a bug in a scan)" in result.stderr
+    [kept] = tmp_path.glob("imguard-traceback-*.txt")
+    assert str(kept) in result.stderr and "ZeroDivisionError" in kept.read_text()
+    shown = cli("scan", "competitors", "--db", guard, "--quiet", env={"IMGUARD_DEBUG": "1"})
+    assert shown.exit_code == 3 and "Traceback (most recent call last)" in shown.stderr
+
+
+def test_exit_code_of_an_interrupted_run(cli, guard, monkeypatch):
+    """Ctrl-C is 130, as shells report SIGINT: click's own 1 would read as --fail-on-match's."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(imguard.Catalog, "scan", interrupted)
+    result = cli("scan", "competitors", "--db", guard, "--quiet", "--fail-on-match")
+    assert result.exit_code == 130 and "interrupted" in result.stderr and "Traceback" not in result.output
+
+
+def test_exit_code_of_a_broken_store(cli, workdir, tmp_path):
+    """A catalog store whose pages are damaged is imguard's failure, exit 3, with SQLite's reason
+    (a missing catalog stays a usage error, 2)."""
+    db = tmp_path / "db"
+    assert cli("index", "catalog", "--db", str(db), "--quiet", "--jobs", "1").exit_code == 0
+    store = db / "catalog.sqlite"
+    data = bytearray(store.read_bytes())
+    data[4096:] = b"\xa5" * (len(data) - 4096)  # every page after the first: the schema survives
+    store.write_bytes(bytes(data))
+    for command in (["scan", "competitors", "--quiet", "--jobs", "1"], ["stats"], ["index", "catalog", "--quiet"]):
+        result = cli(*command, "--db", str(db))
+        assert result.exit_code == 3, (command, result.output)
+        assert "the catalog store failed" in result.stderr and "malformed" in result.stderr, result.stderr
+        assert "Traceback" not in result.output
+
+
 def test_rebuild(cli, guard, workdir):
     for name in ("phash.faiss", "dhash.faiss", "features.faiss"):
         (workdir / guard / name).unlink()
@@ -262,17 +337,6 @@ def test_rebuild(cli, guard, workdir):
 # -- the installed console script -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def script() -> Path:
-    path = Path(sys.executable).parent / ("imguard.exe" if os.name == "nt" else "imguard")
-    if not path.exists():
-        pytest.skip(f"the imguard console script is not installed next to {sys.executable} (pip install -e .)")
-    return path
-
-
-def run_script(script: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **WIDE}
-    return subprocess.run([str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_console_script_index_and_scan(script, workdir, tmp_path, fixtures):

@@ -158,7 +158,8 @@ def test_a_sibling_under_the_threshold_does_not_hide_one_above_it(fixtures, with
 
     everything = list(with_detail.scan(fixtures.competitor("coffee__png.png"), threshold=0, jobs=1))
     photo = next(m for m in everything if os.path.basename(m.reference) == "coffee.jpg")
-    detail = dataclasses.replace(photo, reference="coffee_detail.jpg", reference_sha256="other", score=0.8,
+    detail = dataclasses.replace(photo, reference="coffee_detail.jpg", score=0.8,
+                                 evidence=dataclasses.replace(photo.evidence, reference_sha256="other"),
                                  explanation=dataclasses.replace(photo.explanation, coverage=0.3))
     weak_photo = dataclasses.replace(photo, score=0.7)
     assert scan.select([weak_photo, detail], 0.5, None) == [weak_photo]  # the photo explains more
@@ -170,7 +171,7 @@ def test_a_sibling_under_the_threshold_does_not_hide_one_above_it(fixtures, with
 def test_weak_verifications_left_unexplained_change_nothing_reported(fixtures, indexed, threshold):
     """Verifications under the threshold are not explained (`Matcher._verified`): every
     competitor fixture reports the very same matches as when all are explained."""
-    queries = sorted(str(p) for p in fixtures.competitors.iterdir())
+    queries = [imguard.Record(str(p)) for p in fixtures.competitor_files]
     lean = indexed.matcher(threshold=threshold)
     full = indexed.matcher(threshold=threshold)
     full.explains_from = 0.0
@@ -194,7 +195,7 @@ def test_two_verifications_of_one_image_keep_the_better_one_above_the_threshold(
     matcher = scan.Matcher(None, "", threshold=threshold)
 
     def kept(*verifications: imguard.Match) -> imguard.Match:
-        query = scan._Query(whole.query, b"", None, None, [])
+        query = scan._Query(imguard.Record(whole.query), b"", (None, None), None, None, [])
         for match in verifications:
             matcher._keep(query, 1, match)
         return query.results[1]

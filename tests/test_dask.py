@@ -201,7 +201,7 @@ def test_scan_on_dask_equals_the_local_scan(cluster, fixtures, indexed, local_sc
     run = indexed.scan(fixtures.competitors, engine="dask", scheduler=cluster.scheduler_address)
     matches = list(run)
     assert not run.errors
-    assert run.stats["queries"] == len(list(fixtures.competitors.iterdir()))
+    assert run.stats["queries"] == len(fixtures.competitor_files)
     assert matches == local_scan  # same matches, same order, same scores and explanations
     expected = {n for n, ref in fixtures.expected.items() if ref}
     assert {os.path.basename(m.query) for m in matches} == expected
@@ -212,7 +212,7 @@ def test_scan_with_a_client_and_broken_files(client, fixtures, indexed, tmp_path
     folder = tmp_path / "mixed"
     folder.mkdir()
     name = fixtures.copy_of("chelsea.jpg", "resize")
-    (folder / name).write_bytes((fixtures.competitors / name).read_bytes())
+    (folder / name).write_bytes(fixtures.competitor(name).read_bytes())
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     run = indexed.scan(folder, engine="dask", scheduler=client)
     matches = list(run)
@@ -242,7 +242,7 @@ def test_workers_download_urls(cluster, fixtures, indexed, local_scan, tmp_path)
              fixtures.copy_of("coffee.jpg", "crop90"),
              next(n for n, ref in sorted(fixtures.expected.items()) if ref is None)]
     for name in names:
-        (site / name).write_bytes((fixtures.competitors / name).read_bytes())
+        (site / name).write_bytes(fixtures.competitor(name).read_bytes())
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

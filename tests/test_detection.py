@@ -37,7 +37,7 @@ def close(box, expected, width: int, height: int, share: float) -> bool:
 
 def test_fixture_names_are_what_the_tests_expect(fixtures):
     assert set(COPY_NAMES) | set(UNRELATED_NAMES) | set(LOOK_ALIKE_NAMES) == set(fixtures.expected)
-    assert sorted(os.listdir(fixtures.competitors)) == sorted(fixtures.expected)
+    assert sorted(p.name for p in fixtures.competitor_files) == sorted(fixtures.expected)
 
 
 @pytest.mark.parametrize("name", COPY_NAMES)
@@ -49,7 +49,7 @@ def test_copy_is_found_with_its_source_first(fixtures, default_scan, name):
     scores = [m.score for m in matches]
     assert scores == sorted(scores, reverse=True)
     assert all(imguard.DEFAULT_THRESHOLD <= s <= 1 for s in scores)
-    assert matches[0].reference_sha256 and matches[0].query_sha256
+    assert matches[0].evidence.reference_sha256 and matches[0].evidence.query_sha256
 
 
 @pytest.mark.parametrize("name", UNRELATED_NAMES + LOOK_ALIKE_NAMES)
@@ -61,7 +61,7 @@ def test_a_photo_that_must_not_match_has_none(default_scan, name):
 def test_byte_identical_copy(fixtures, default_scan):
     match = best(default_scan, "astronaut__exact.png")
     assert match.score == 1.0 and match.matched_by == "sha256"
-    assert match.query_sha256 == match.reference_sha256
+    assert match.evidence.query_sha256 == match.evidence.reference_sha256
     assert match.distance == 0
     others = [m for m in default_scan if m.matched_by == "sha256" and base(m.query) != "astronaut__exact.png"]
     assert not others, "only the byte-identical copy may match by sha256"

@@ -1,6 +1,6 @@
 """The local engine: chunks come back in input order whatever the number of jobs, and the input
 streams: `run_chunks` pulls paths only as far as the work in flight, so that the folder walk
-feeding it (`load.iter_sources`, a generator) never lists a folder of a million files whole."""
+feeding it (`sources.iter_records`, a generator) never lists a folder of a million files whole."""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
-"""Files → images: decoding every kind of file a folder of images holds, and walking folders."""
+"""Files → images: reading and decoding every kind of file a folder of images holds."""
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from PIL import Image, ImageOps
 
 import imguard
 from imguard import load
-from imguard.errors import ImageError, SourceError
+from imguard.errors import ImageError
 
 from conftest import IS_ROOT, ROOT_SKIP
 
@@ -212,91 +214,50 @@ def test_fingerprint_file_raises_image_error(fixtures):
         imguard.fingerprint_file(str(fixtures.loader("empty")))
 
 
-# -- walking -------------------------------------------------------------------------------------
+# -- phone photos ----------------------------------------------------------------------------------
 
 
-def _walk(source) -> list[str]:
-    return list(load.iter_image_files(source))
+def _phone(fixtures, case: str):
+    if case not in fixtures.loader_cases:
+        pytest.skip(f"this installation writes no {case.split('_')[0].upper()} (pillow-heif; Pillow >= 11.3 for AVIF)")
+    return fixtures.loader(case)
 
 
-def test_walk_is_recursive_and_skips_hidden_and_non_images(fixtures):
-    found = _walk(fixtures.loader_dir)
-    assert len(found) == len(set(found)), "a file was yielded twice (symlink loop walked twice?)"
-    relative = {os.path.relpath(p, fixtures.loader_dir) for p in found}
-    expected = {
-        rel for case, rel in fixtures.loader_cases.items() if case not in ("hidden", "notes", "loop")
-    }
-    assert relative == expected
-    assert "nested/deeper/nested.png" in relative
-    assert not any(os.path.basename(p).startswith(".") for p in found)
-    assert not any(p.endswith(".txt") for p in found)
+@pytest.mark.parametrize("ext", ["heic", "avif"])
+def test_phone_photos_decode_upright(fixtures, ext):
+    """HEIC and AVIF decode like the other formats: the photo's pixels (as the lossless BMP has
+    them, within the codec's loss), and a rotated one upright, as exif_rotated.jpg."""
+    d = decode(_phone(fixtures, ext))
+    with Image.open(fixtures.loader("bmp")) as image:
+        photo = np.asarray(image.convert("RGB"), dtype=int)
+    assert (d.width, d.height) == (240, 160) and d.rgb.shape == (160, 240, 3)
+    assert np.abs(d.rgb.astype(int) - photo).mean() < 6
+    turned, jpeg = decode(_phone(fixtures, f"{ext}_rotated")), decode(fixtures.loader("exif_rotated"))
+    assert (turned.width, turned.height) == (160, 240) and turned.rgb.shape == (240, 160, 3)
+    top = turned.rgb[:100].reshape(-1, 3).mean(0)
+    assert top[0] > 230 and top[1] < 30 and top[2] < 30  # the red half is on top, as in the JPEG
+    assert np.abs(turned.rgb.astype(int) - jpeg.rgb.astype(int)).mean() < 6
 
 
-def test_walk_terminates_on_symlink_loop(fixtures):
-    if "loop" not in fixtures.loader_cases:
-        pytest.skip("symlinks not supported here")
-    loop = fixtures.loader_dir / fixtures.loader_cases["loop"]
-    assert loop.is_symlink() and loop.resolve() == fixtures.loader_dir.resolve()
-    # walking from the nested folder reaches the parent only through the loop, once
-    found = _walk(fixtures.loader_dir / "nested")
-    assert len(found) == len(set(os.path.realpath(p) for p in found))
-    names = [os.path.basename(p) for p in found]
-    assert names.count("nested.png") == 1
-    assert "photo.bmp" in names
+@pytest.mark.parametrize("ext", ["heic", "avif"])
+def test_phone_photos_are_indexed_and_scanned(fixtures, indexed, tmp_path, ext):
+    """A phone photo in a scan finds the catalog photo it was made from; in the catalog, it is
+    found by a copy of it."""
+    phone = _phone(fixtures, ext)
+    found = [m for m in indexed.scan(phone, jobs=1)]
+    assert [os.path.basename(m.reference) for m in found][:1] == ["chelsea.jpg"]
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        assert cat.add(phone, jobs=1).added == 1
+        found = list(cat.scan(fixtures.competitor("chelsea__jpeg40.jpg"), jobs=1))
+    assert [m.reference for m in found] == [str(phone)]
 
 
-def test_walk_skips_hidden_folders(tmp_path, fixtures):
-    (tmp_path / ".cache").mkdir()
-    (tmp_path / "shown").mkdir()
-    src = fixtures.catalog / "chelsea.jpg"
-    for target in (tmp_path / ".cache" / "a.jpg", tmp_path / "shown" / "b.jpg", tmp_path / "C.JPG"):
-        target.write_bytes(src.read_bytes())
-    assert sorted(os.path.relpath(p, tmp_path) for p in _walk(tmp_path)) == ["C.JPG", "shown/b.jpg"]
-
-
-def test_walk_keeps_relative_paths(fixtures, monkeypatch):
-    monkeypatch.chdir(fixtures.root)
-    found = _walk("loader")
-    assert found and all(p.startswith("loader" + os.sep) for p in found)
-    assert all(not os.path.isabs(p) for p in found)
-
-
-def test_single_file_source(fixtures):
-    path = str(fixtures.catalog / "coffee.jpg")
-    assert _walk(path) == [path]
-    both = list(load.iter_sources([path, fixtures.loader_dir / "nested"]))
-    assert both[0] == path and any(p.endswith("nested.png") for p in both)
-
-
-def test_missing_source_raises_source_error(tmp_path):
-    with pytest.raises(SourceError, match="nope"):
-        _walk(tmp_path / "nope")
-
-
-@pytest.mark.skipif(IS_ROOT, reason=ROOT_SKIP)
-def test_unreadable_folder_raises_source_error(tmp_path):
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    folder.chmod(0)
-    try:
-        with pytest.raises(SourceError, match="locked"):
-            _walk(folder)
-    finally:
-        folder.chmod(0o755)
-
-
-def test_unreadable_folder_raises_source_error_simulated(tmp_path, monkeypatch):
-    """The same as above, for root too: listing the folder is refused."""
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    real_scandir = os.scandir
-
-    def refuse(path):
-        if os.fspath(path) == str(folder):
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", refuse)
-    with pytest.raises(SourceError) as info:
-        _walk(folder)
-    assert "locked" in str(info.value) and "Permission denied" in str(info.value)
+def test_heif_support_is_loaded_only_for_heif_files(fixtures):
+    """pillow-heif is imported at the first file that needs it: a scan of JPEGs never pays for it."""
+    code = f"""
+import sys, imguard
+imguard.fingerprint_file({str(fixtures.catalog / "chelsea.jpg")!r})
+assert "pillow_heif" not in sys.modules
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
