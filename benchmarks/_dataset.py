@@ -24,6 +24,9 @@ the same:
    Meta's AugLy, seven drawn with Pillow and OpenCV) are the positives (ground truth = the exact
    source image); distractor images edited the same ways are the negatives (ground truth = no
    match). A JSON manifest lists them.
+4. The recolour set (build_recolour_set): step 2 keeps a colour family on one side, so no
+   negative above is a recolour of a catalog image. This small second set, with its own catalog,
+   holds them: one photo of each colour family, edited in every family, against its other colours.
 """
 
 from __future__ import annotations
@@ -448,18 +451,36 @@ def _pair_alignments(a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def _check_pair(paths: tuple[str, str]) -> tuple[float, float]:
-    """The dense check of one candidate pair, over its candidate alignments: the largest share of
-    either image that the other reproduces, and the colour distance where it does."""
+def _both_ways(paths: tuple[str, str]) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """For each candidate alignment of a pair: how much of the first image the second reproduces
+    (share, colour distance), and of the second by the first."""
     import cv2
 
     cv2.setNumThreads(1)
     a, b = (np.asarray(load_rgb(p, max_side=CHECK_SIDE)) for p in paths)
+    return [(_reproduced(a, b, h_ab), _reproduced(b, a, np.linalg.inv(h_ab))) for h_ab in _pair_alignments(a, b)]
+
+
+def _check_pair(paths: tuple[str, str]) -> tuple[float, float]:
+    """The dense check of one candidate pair, over its candidate alignments: the largest share of
+    either image that the other reproduces, and the colour distance where it does."""
     best = (-1.0, 0.0)
-    for h_ab in _pair_alignments(a, b):
-        for share, colour in (_reproduced(a, b, h_ab), _reproduced(b, a, np.linalg.inv(h_ab))):
+    for ways in _both_ways(paths):
+        for share, colour in ways:
             if share > best[0]:
                 best = (round(share, 3), round(colour, 1))
+    return best
+
+
+def _whole_recolour(paths: tuple[str, str]) -> tuple[float, float]:
+    """The stricter check of a recoloured pair: the share that each image reproduces of the
+    other, the smaller of the two (a detail against its master, or a render pasted into a bigger
+    photo, reproduces one side only), at the alignment where it is largest, and the smaller
+    colour distance there."""
+    best = (-1.0, 0.0)
+    for (share_a, colour_a), (share_b, colour_b) in _both_ways(paths):
+        if min(share_a, share_b) > best[0]:
+            best = (round(min(share_a, share_b), 3), round(min(colour_a, colour_b), 1))
     return best
 
 
@@ -740,7 +761,14 @@ def build_dataset(
         catalog = sorted(rng.sample(catalog, min(QUICK_CATALOG, len(catalog))))
         distractors = sorted(rng.sample(distractors, min(QUICK_CATALOG, len(distractors))))
     n_pos, n_neg = _per_family(quick, limit_per_family)
-    params = {
+    params = _params(sources, grouping, seed, quick, n_pos, n_neg)
+    return _built(CACHE_DIR / f"dataset-{_digest(params)}", sources, params, grouping, catalog, distractors,
+                  backgrounds, processes, log)
+
+
+def _params(sources: Sources, grouping: dict, seed: int, quick: bool, n_pos: int, n_neg: int | None) -> dict:
+    """What a dataset's files depend on: its cache folder is named by their digest."""
+    return {
         "version": DATASET_VERSION,
         "sources": sources.kind,
         "fingerprint": sources.fingerprint,
@@ -752,7 +780,11 @@ def build_dataset(
         "negatives_per_family": n_neg,
         "max_side": MAX_SIDE,
     }
-    root = CACHE_DIR / f"dataset-{_digest(params)}"
+
+
+def _built(root: Path, sources: Sources, params: dict, grouping: dict, catalog: list[str],
+           distractors: list[str], backgrounds: list[str], processes: int, log) -> Dataset:
+    """The dataset in `root`, generated first when the cache does not hold it."""
     if not (root / "manifest.json").exists():
         _generate(root, sources, params, catalog, distractors, backgrounds, processes, log)
     m = json.loads((root / "manifest.json").read_text())
@@ -811,3 +843,77 @@ def _generate(root: Path, sources: Sources, params: dict, catalog: list[str],
         else:
             shutil.rmtree(root, ignore_errors=True)
             work.rename(root)
+
+
+# ============================================================================================
+# Recolour look-alikes: one render in another colour
+#
+# The split above keeps a recolour family on one side (a copy of one variant would otherwise be
+# a negative that is really a copy), so the main benchmark never asks whether a copy of the RED
+# vase is flagged when only the BLUE one is in the catalog. A seller with one colour in stock
+# and a competitor selling another colour of the same render meets exactly that, and it is a
+# look-alike, not a theft (issue 21, points 4 and 7). This small second set asks it, with its
+# own catalog, so the main dataset is not rebuilt.
+
+QUICK_RECOLOUR_GROUPS = 12
+
+
+def recolour_pairs(sources: Sources, grouping: dict, processes: int = 2) -> dict[str, list[str]]:
+    """{held-out photo: its catalog images}, one held-out photo per same-photo group that holds
+    whole-frame recolours.
+
+    The grouping's "recoloured" pairs (share >= SAME_PHOTO, colour distance >= RECOLOURED) include
+    a detail of a master and a render pasted into a bigger photo, whose colour distance comes from
+    the blur or the new background: a copy of one of those is a real copy of the other. So each
+    is checked again both ways (_whole_recolour, cached: ~1 min on 2 cores), and only pairs where
+    each image reproduces SAME_PHOTO of the other in another colour are kept.
+
+    The held-out photo is the member with the most such recolours (the hardest case: the most
+    other colours to confuse it with; ties by name); its catalog images are exactly those
+    recolours. Members linked to it only through others (a crop of a recolour, a same-colour
+    re-save) are left out, since one of its own colour would make the query a real copy.
+    """
+    candidates = sorted(tuple(sorted((a, b))) for a, b, share, colour in grouping["checks"]
+                        if share >= SAME_PHOTO and colour >= RECOLOURED)
+    key = _digest({"src": sources.fingerprint, "pairs": candidates, **_check_params()})
+    cache = CACHE_DIR / f"recolour-checks-{key}.json"
+    if not cache.exists():
+        with Pool(processes) as pool:
+            results = pool.map(_whole_recolour, [(str(sources.path(a)), str(sources.path(b))) for a, b in candidates],
+                               chunksize=4)
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        _write_json(cache, [[a, b, share, colour] for (a, b), (share, colour) in zip(candidates, results)])
+    partners: dict[str, set[str]] = defaultdict(set)
+    for a, b, share, colour in json.loads(cache.read_text()):
+        if share >= SAME_PHOTO and colour >= RECOLOURED:
+            partners[a].add(b)
+            partners[b].add(a)
+    out = {}
+    for group in grouping["groups"]:
+        members = sorted(r for r in group if partners[r])
+        if members:
+            pick = max(members, key=lambda r: len(partners[r]))  # max keeps the first of equals
+            out[pick] = sorted(partners[pick])
+    return out
+
+
+def build_recolour_set(seed: int = 0, quick: bool = False, processes: int = 2,
+                       sources: Sources | None = None, log=print) -> Dataset:
+    """The recolour set (cached like the main dataset): each held-out photo of recolour_pairs
+    edited in every family, all negatives, against a catalog of the other colours only. The
+    backgrounds some edits paste onto are photos of no group in the set. --quick keeps
+    QUICK_RECOLOUR_GROUPS groups."""
+    sources = sources or find_sources()
+    grouping = group_sources(sources, processes, log)
+    pairs = recolour_pairs(sources, grouping, processes)
+    held_out = sorted(pairs)
+    if quick:
+        held_out = sorted(random.Random(f"quick-recolour/{seed}").sample(held_out, min(QUICK_RECOLOUR_GROUPS,
+                                                                                       len(held_out))))
+    catalog = sorted({r for h in held_out for r in pairs[h]})
+    used = {r for g in grouping["groups"] if set(g) & set(held_out) for r in g}
+    backgrounds = [str(sources.path(r)) for r in sources.rels if r not in used]
+    params = {**_params(sources, grouping, seed, quick, 0, None), "set": "recolour", "recoloured": RECOLOURED,
+              "held_out": _digest(held_out)}
+    return _built(CACHE_DIR / f"recolour-{_digest(params)}", sources, params, grouping, catalog, held_out,
+                  backgrounds, processes, log)
