@@ -7,7 +7,16 @@
         print(match.query, match.reference, match.score)
 """
 
-from . import evidence, nightly, report  # modules of their own: the report stage, the nightly run
+import os
+
+# FAISS's OpenMP threads wait for each other by spinning unless told otherwise: on a busy machine
+# (a shared server, other jobs, imguard's own workers) a spinning thread holds the core the one it
+# waits for needs. Building the index of a 2,000-image catalog took 38-53 s with 2 threads on a
+# loaded 2-core machine against 8-10 s with one; with passive waiting, 7-10 s with 2 threads
+# (benchmarks/speed.py's machine, load average 7). Read once, when FAISS loads: set before it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import evidence, nightly, report  # noqa: E402  modules of their own: the report stage, the nightly run
 from ._version import __version__
 from .catalog import Catalog, IndexResult, ScanRun
 from .errors import CatalogError, DependencyError, ImageError, ImguardError, ManifestError, SourceError, StoreError

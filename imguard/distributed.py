@@ -1,8 +1,10 @@
 """The Dask engine: per-chunk work on a Dask cluster, with the contract of `engine.run_chunks`.
 
-Optional extra ``imguard[dask]``. The state (for a scan: the `scan.Matcher`, which pickles its
-FAISS indexes and the catalog store's bytes) is sent to every worker once with
-``client.scatter(state, broadcast=True)``; chunks of items are submitted as tasks, at most
+Optional extra ``imguard[dask]``. The state (for a scan: the `scan.Matcher`) is sent to every
+worker once with ``client.scatter(state, broadcast=True)``. A matcher pickles by the paths of the
+catalog's files, which each worker maps and opens read-only, when every worker sees them (tried
+first: each worker unpickles it); else its `portable()` form, which carries the FAISS indexes and
+the store's bytes. Chunks of items are submitted as tasks, at most
 `window` of them in flight (memory stays bounded however many files stream in), and results come
 back in input order, so that a cluster run gives exactly the output of a single-process run.
 
@@ -13,6 +15,7 @@ cluster worth it for remote competitor images.
 
 from __future__ import annotations
 
+import pickle
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -47,6 +50,24 @@ def _call(task: Callable[[Any, list], list], state: Any, chunk: list) -> list:
     except ImportError:  # pragma: no cover
         pass
     return task(state, chunk)
+
+
+def _unpickles(blob: bytes) -> bool:
+    """Runs on each worker: can it rebuild the state (the files it names are on its disk)?"""
+    pickle.loads(blob)
+    return True
+
+
+def _for_workers(client: Any, state: Any) -> Any:
+    """What to scatter: `state`, if every worker can unpickle it, else its `portable()` form
+    (a state without one, or that is its own, is shipped as it is)."""
+    if not hasattr(state, "portable") or state.portable() is state:
+        return state
+    try:
+        client.run(_unpickles, pickle.dumps(state))
+    except Exception:  # a worker without the catalog's disk: whatever it raised, carry the catalog
+        return state.portable()
+    return state
 
 
 def run_chunks(
@@ -108,7 +129,7 @@ def _run(distributed: Any, task: Callable, state: Any, items: Iterable, schedule
         if state is not None:
             # hash=False: tokenizing the state would pickle it a second time only to name it.
             # A one-element list, so that a list or dict state is shipped whole, not element-wise.
-            [shipped] = client.scatter([state], broadcast=True, hash=False)
+            [shipped] = client.scatter([_for_workers(client, state)], broadcast=True, hash=False)
         run = uuid.uuid4().hex[:12]
         for number, chunk in enumerate(chunked(items, chunk_size)):
             pending.append(client.submit(_call, task, shipped, chunk, pure=False,

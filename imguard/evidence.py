@@ -45,8 +45,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 import cv2
-import jinja2
-import jinja2.sandbox
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -511,6 +509,16 @@ def _wrap(text: str, font: Any, width: int) -> list[str]:
     return textwrap.wrap(text, chars, break_long_words=True, break_on_hyphens=False) or [""]
 
 
+def _jinja2() -> Any:
+    """jinja2, imported when a report is written: `index` and a scan without `--report` never
+    need it, and it was a tenth of the command's start-up (65 of 750 ms, measured with
+    benchmarks/speed.py's machine)."""
+    import jinja2
+    import jinja2.sandbox
+
+    return jinja2
+
+
 # -- complaints ------------------------------------------------------------------------------
 
 
@@ -518,6 +526,7 @@ def complaint_drafter(path: str | os.PathLike[str] | None) -> Callable[[dict[str
     """The draft's template, as a function of its context: a text template, rendered sandboxed
     (a replaced one is the user's file, and the values it shows are competitors' strings).
     Whatever goes wrong in it is a SourceError naming the file."""
+    jinja2 = _jinja2()
     env = jinja2.sandbox.SandboxedEnvironment(autoescape=False, keep_trailing_newline=True,
                                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     source_path = Path(path) if path is not None else COMPLAINT_TEMPLATE
@@ -612,6 +621,7 @@ def _complaint_row(listing: ListingView, context: dict[str, Any]) -> dict[str, A
 
 def _page(listings: list[ListingView], errors: Sequence[ScanError], stats: dict[str, Any], generated: str,
           matches: list[Match]) -> str:
+    jinja2 = _jinja2()
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["shown"] = report.safe_text

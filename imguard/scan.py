@@ -34,7 +34,7 @@ import numpy as np
 
 from . import features, fetch, fingerprint, hashing, load, verify
 from ._version import __version__
-from .errors import ImageError
+from .errors import CatalogError, ImageError
 from .index import CatalogIndex
 from .limits import DEFAULT_DECODE_BYTES, Limits, time_limit
 from .sources import Record
@@ -287,8 +287,11 @@ class Matcher:
     """What one worker needs to match queries against a catalog: its indexes and its store.
 
     The store connection is opened lazily in each process (SQLite connections do not survive a
-    fork). Pickled (for a spawn pool or a Dask cluster), the matcher carries the index and the
-    store bytes, so that workers need no shared disk.
+    fork), read-only. Workers share the catalog rather than each holding a copy: a forked one
+    inherits the parent's memory-mapped index; a pickled one (a spawn pool, a Dask worker) maps
+    the same index files and opens the same store, by path, when the catalog's files are on its
+    disk. `portable()` gives a matcher that carries the index and the store's bytes instead, for
+    workers without that disk.
     """
 
     def __init__(self, index: CatalogIndex, store_path: str, *, threshold: float = DEFAULT_THRESHOLD,
@@ -304,6 +307,7 @@ class Matcher:
         # Verifications under this are never reported and cannot settle a query on the fast
         # path: they are not explained (see `_verified`).
         self.explains_from = min(threshold, FAST_ACCEPT)
+        self.carries_catalog = index.files is None  # pickled with its index and store bytes
         self._store: Store | None = None
         self._pid = -1
         self._cache: dict[int, Reference] = {}
@@ -311,29 +315,45 @@ class Matcher:
 
     # -- shipping to other processes --------------------------------------------------------
 
+    def portable(self) -> Matcher:
+        """This matcher, pickled with its catalog (the index and a snapshot of the store) rather
+        than by the paths of its files: for workers that do not share the catalog's disk."""
+        if self.carries_catalog:
+            return self
+        other = object.__new__(Matcher)  # not copy.copy: it would go through the pickled form
+        other.__dict__.update(self.__dict__, carries_catalog=True)
+        return other
+
     def __getstate__(self) -> dict:
         import faiss
 
-        store_bytes = _snapshot(self.store_path)
+        settings = {"generation": self.index.generation, "threshold": self.threshold, "top": self.top,
+                    "keep_prints": self.keep_prints, "fetch_options": self.fetch_options, "limits": self.limits}
+        if not self.carries_catalog:
+            return {**settings, "files": self.index.files, "store_path": self.store_path}
         parts = {n: faiss.serialize_index_binary(getattr(self.index, n).index) for n in ("phash", "dhash", "features")}
-        return {"parts": parts, "generation": self.index.generation, "store": store_bytes,
-                "threshold": self.threshold, "top": self.top, "keep_prints": self.keep_prints,
-                "fetch_options": self.fetch_options, "limits": self.limits}
+        return {**settings, "parts": parts, "store": _snapshot(self.store_path)}
 
     def __setstate__(self, state: dict) -> None:
         import faiss
 
         from .index import BinaryIndex
 
-        parts = {n: BinaryIndex(faiss.deserialize_index_binary(blob)) for n, blob in state["parts"].items()}
-        folder = tempfile.mkdtemp(prefix="imguard-worker-")
-        weakref.finalize(self, shutil.rmtree, folder, True)
-        store_path = os.path.join(folder, "catalog.sqlite")
-        with open(store_path, "wb") as handle:
-            handle.write(state["store"])
-        self.__init__(CatalogIndex(generation=state["generation"], **parts), store_path,
-                      threshold=state["threshold"], top=state["top"], keep_prints=state["keep_prints"],
-                      fetch_options=state["fetch_options"], limits=state["limits"])
+        if "files" in state:
+            if not os.path.exists(state["store_path"]):
+                raise CatalogError(f"{state['store_path']}: the catalog's store is not on this worker's disk")
+            index = CatalogIndex.mapped(state["generation"], state["files"])
+            store_path = state["store_path"]
+        else:
+            parts = {n: BinaryIndex(faiss.deserialize_index_binary(blob)) for n, blob in state["parts"].items()}
+            index = CatalogIndex(generation=state["generation"], **parts)
+            folder = tempfile.mkdtemp(prefix="imguard-worker-")
+            weakref.finalize(self, shutil.rmtree, folder, True)
+            store_path = os.path.join(folder, "catalog.sqlite")
+            with open(store_path, "wb") as handle:
+                handle.write(state["store"])
+        self.__init__(index, store_path, threshold=state["threshold"], top=state["top"],
+                      keep_prints=state["keep_prints"], fetch_options=state["fetch_options"], limits=state["limits"])
 
     @property
     def store(self) -> Store:

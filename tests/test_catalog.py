@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 import signal
@@ -43,6 +44,31 @@ def summary(matches):
 
 
 # -- indexing --------------------------------------------------------------------------------------
+
+
+def _stored(store) -> dict[str, tuple]:
+    """Path → everything the store keeps of a fingerprint, as bytes."""
+    out = {}
+    for path, state in store.file_states().items():
+        ref = store.reference(state.id)
+        out[os.path.basename(path)] = (ref.sha256, ref.width, ref.height, ref.box, ref.view_size, ref.hashes,
+                                       ref.keypoints.tobytes(), ref.descriptors.tobytes(), ref.thumbnail)
+    return out
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_index_stores_the_fingerprints_byte_for_byte(fixtures, indexed, tmp_path, jobs):
+    """What `index` keeps is `fingerprint_file`'s, whatever the number of jobs: the speed work
+    on indexing must not move a bit."""
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        cat.add(fixtures.catalog, jobs=jobs)
+        stored = _stored(cat.store)
+    for name in fixtures.catalog_names:
+        fp = imguard.fingerprint_file(fixtures.catalog / name, with_thumbnail=True)
+        assert stored[name] == (fp.sha256, fp.width, fp.height, fp.box, fp.view_size,
+                                {k: fp.hashes[k] for k in ("phash", "dhash")}, fp.keypoints.tobytes(),
+                                fp.descriptors.tobytes(), fp.thumbnail), name
+    assert stored == _stored(indexed.store)
 
 
 def test_add_then_incremental_reindex(catalog_copy, tmp_path, monkeypatch, fixtures):
@@ -507,6 +533,46 @@ def test_jobs_two_gives_the_same_matches(fixtures, indexed, default_scan):
     parallel = list(run)
     assert summary(parallel) == summary(default_scan)
     assert run.stats["queries"] == len(fixtures.expected)
+
+
+def _matches_of(matcher, fixtures) -> list:
+    records = list(imguard.iter_records(fixtures.competitors))
+    return summary([m for outcome in matcher.match_chunk(records) for m in outcome.matches])
+
+
+def test_workers_share_the_catalog_by_its_files(fixtures, indexed, default_scan, tmp_path):
+    """A pickled matcher (a spawn pool's, a Dask worker's) names the catalog's files: the worker
+    maps the same index files and opens the store read-only, and matches the same."""
+    matcher = indexed.matcher()
+    assert matcher.index.files is not None  # the saved index, mapped
+    blob = pickle.dumps(matcher)
+    assert len(blob) < 4096  # paths, not the index and the store
+    worker = pickle.loads(blob)
+    assert worker.store_path == matcher.store_path
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        worker.store.connection.execute("CREATE TABLE written (x)")
+    assert _matches_of(worker, fixtures) == summary(default_scan)
+    # a file replaced since, by a rename as an index run does (here by a copy of itself): the
+    # worker says so rather than map a file it cannot tell from another set's
+    shutil.copytree(indexed.folder, tmp_path / "guard", copy_function=shutil.copyfile)
+    with imguard.Catalog.open(tmp_path / "guard", readonly=True) as copy:
+        blob = pickle.dumps(copy.matcher())
+        shutil.copyfile(tmp_path / "guard" / "features.faiss", tmp_path / "features.faiss")
+        os.replace(tmp_path / "features.faiss", tmp_path / "guard" / "features.faiss")
+        with pytest.raises(imguard.StoreError, match="not the index file the scan started with"):
+            pickle.loads(blob)
+
+
+def test_a_portable_matcher_carries_the_catalog(fixtures, indexed, default_scan, tmp_path):
+    """For workers without the catalog's disk: the index and the store's bytes travel."""
+    carried = pickle.loads(pickle.dumps(indexed.matcher().portable()))
+    assert carried.index.files is None and not carried.store_path.startswith(indexed.folder)
+    assert _matches_of(carried, fixtures) == summary(default_scan)
+
+
+def test_spawned_workers_give_the_same_matches(fixtures, indexed, default_scan, monkeypatch):
+    monkeypatch.setattr(engine.multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    assert summary(indexed.scan(fixtures.competitors, jobs=2)) == summary(default_scan)
 
 
 def test_per_file_errors_are_collected_and_scan_goes_on(fixtures, indexed, tmp_path):

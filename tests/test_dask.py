@@ -220,6 +220,27 @@ def test_scan_with_a_client_and_broken_files(client, fixtures, indexed, tmp_path
     assert [os.path.basename(e.path) for e in run.errors] == ["broken.jpg"]
 
 
+class _OnlyHere:
+    """A state the workers cannot unpickle, as a matcher naming files not on their disk."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+
+    def __setstate__(self, state: dict) -> None:
+        if os.getpid() != state["pid"]:
+            raise FileNotFoundError("not on this worker's disk")
+        self.__dict__.update(state)
+
+    def portable(self) -> str:
+        return "carries what it needs"
+
+
+def test_the_catalog_travels_by_its_files_where_every_worker_sees_them(client, indexed):
+    matcher = indexed.matcher()
+    assert dask_engine._for_workers(client, matcher) is matcher  # paths: the workers map the same files
+    assert dask_engine._for_workers(client, _OnlyHere()) == "carries what it needs"
+
+
 @needs_hook
 def test_scan_engine_is_checked(indexed, fixtures):
     with pytest.raises(ValueError, match="engine must be 'local' or 'dask'"):

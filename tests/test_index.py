@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -191,3 +193,18 @@ def test_probes_are_set_by_size_and_restored_by_tune_on_load(tmp_path, indexed, 
         assert index.faiss.downcast_IndexBinary(
             index.faiss.downcast_IndexBinary(loaded.index).quantizer).nprobe == index.coarse_nprobe(nprobe)
     assert index.coarse_nprobe(index.HASH_NPROBE) > index.coarse_nprobe(index.FEATURE_NPROBE)
+
+
+def test_a_saved_index_is_mapped_not_copied(indexed):
+    """Loaded from its files, each part maps its file (the page cache's pages, shared by every
+    process of a scan) instead of holding a copy."""
+    loaded = index.CatalogIndex.load(indexed.folder, indexed.store)
+    assert loaded is not None and set(loaded.files) == set(index.PARTS)
+    maps = open("/proc/self/maps").read() if os.path.exists("/proc/self/maps") else None
+    if maps is None:
+        pytest.skip("no /proc/self/maps here to see the mappings")
+    for name in index.PARTS:
+        assert loaded.files[name][0] in maps
+    again = index.CatalogIndex.mapped(loaded.generation, loaded.files)
+    queries = np.frombuffer(indexed.store.hash_table()[1].tobytes(), np.uint8).reshape(-1, 8)
+    assert np.array_equal(again.phash.search(queries, 3)[1], loaded.phash.search(queries, 3)[1])
