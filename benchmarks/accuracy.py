@@ -973,11 +973,11 @@ def render_report(ds: Dataset, rds: Dataset | None, runs: list[MethodRun], recol
         if d is not None and d.failures:
             out.append(f"- {len(d.failures)} copies failed to generate and were left out (see "
                        f"{_dataset.shown(d.root / 'manifest.json')})")
-    cached = [r.label for r in runs + recolour_runs if r.cached]
+    cached = list(dict.fromkeys(r.label for r in runs + recolour_runs if r.cached))  # one name per method
     out.append(
         f"- dataset build: {ds.build_seconds:.0f} s when made (cached in {_dataset.shown(ds.root)}); "
         f"this run: datasets {seconds['dataset']:.1f} s, methods {seconds['methods']:.0f} s"
-        + (f" (answers from an earlier run of the same code: {', '.join(cached)})" if cached else "")
+        + (f" (answers from an earlier run of the same code: {'; '.join(cached)})" if cached else "")
     )
     imguard_ev = evs.get("imguard")
     if imguard_ev is not None:
