@@ -677,6 +677,17 @@ def _votes(owners: np.ndarray) -> Counter[int]:
     return Counter(dict(zip(images.tolist(), counts.tolist())))
 
 
+def verify_chunk(state: tuple[Matcher, dict[int, features.Features]],
+                 items: list[tuple[int, Record, QueryPrints, set[int]]]) -> list[tuple[int, float]]:
+    """`Matcher.verify_prints` of stored competitor images (id, record, prints, the own image ids
+    to look for), each with the features of those own images' mirrors in `state`: (id, the best
+    score). The task the engines run per chunk of a nightly run's reverse search."""
+    matcher, mirrors = state
+    return [(competitor_id, max(matcher.verify_prints(record, prints, {i: mirrors[i] for i in image_ids}).values(),
+                                default=0.0))
+            for competitor_id, record, prints, image_ids in items]
+
+
 def match_chunk(matcher: Matcher, records: list[Record]) -> list[Outcome]:
     """`Matcher.match_chunk` as a module-level function: the task the engines run per chunk."""
     return matcher.match_chunk(records)
