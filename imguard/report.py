@@ -122,6 +122,8 @@ def describe(match: Match) -> str:
         edits.append(f"pasted at {_percent(e.query_share)} of their picture")
     if e.colour_removed:
         edits.append("colour removed" + (f": {len(match.variants) + 1} colour variants fit alike" if match.variants else ""))
+    elif e.recoloured:
+        edits.append("another colour of the product (hues turned over 90°; scored half)")
     elif e.structure and e.colour < 0.75:
         edits.append("colours changed")
     found = f"{e.inliers} matching keypoints" if e.inliers else "found by its global hash"

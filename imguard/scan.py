@@ -96,6 +96,8 @@ class Explanation:
     # The copy shows no colour, or one faint tint (greyscale, sepia), where the reference has
     # colour: colour variants of one photo cannot be told apart by it (see Match.variants).
     colour_removed: bool = False
+    # Its hues turned by more than verify.RECOLOUR_TURN: another colour of the product, scored half.
+    recoloured: bool = False
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,11 @@ class QueryPrints:
 
 
 HASH_KEYS = ("phash", "dhash", "phash_mirror", "dhash_mirror")
+
+
+def split_hashes(packed: bytes) -> dict[str, bytes]:
+    """QueryPrints.hashes (HASH_KEYS' 8 bytes each, in order) by name."""
+    return {key: packed[i * 8:(i + 1) * 8] for i, key in enumerate(HASH_KEYS)}
 
 
 @dataclass
@@ -468,7 +475,7 @@ class Matcher:
         scale = picture.size[0] / max(1, prints.view_size[0])  # thumbnail pixels per view pixel
         points = np.frombuffer(prints.keypoints, np.float32).reshape(-1, 2) * scale
         descriptors = np.frombuffer(prints.descriptors, np.uint8).reshape(-1, 32)
-        hashes = {k: prints.hashes[i * 8:(i + 1) * 8] for i, k in enumerate(HASH_KEYS)}
+        hashes = split_hashes(prints.hashes)
         fp = fingerprint.Fingerprint(prints.sha256, prints.nbytes, *prints.size, prints.box, picture.size, hashes,
                                      points, descriptors)
         q = _Query(record, b"", (None, None), fp, picture, [])
@@ -659,7 +666,9 @@ def _resolved(q: _Query) -> bool:
     """Is the query explained by hash hits alone? When confident ones account for most of it:
     a collage whose one cell was found by hash may hold another copy, found by keypoints."""
     confident = rank_siblings([m for m in q.results.values() if m.score >= FAST_ACCEPT])
-    return sum(m.explanation.coverage for m in confident) >= RESOLVED_COVERAGE
+    # colour variants kept side by side explain one region: counted once
+    distinct = [m for i, m in enumerate(confident) if not any(_indistinct(m, o) for o in confident[:i])]
+    return sum(m.explanation.coverage for m in distinct) >= RESOLVED_COVERAGE
 
 
 def _hash_distance(query: dict[str, bytes], reference: dict[str, bytes], mirrored: bool) -> int:
@@ -755,16 +764,15 @@ def reverse_candidates(own: list[tuple[int, np.ndarray, dict[str, bytes]]],
     # Inverted lists even for one image: a night's competitor descriptors (millions) each
     # compare with one list of the new images' codes, not with all of them.
     search = build_binary(owners, codes, exact_limit=0, nprobe=1)
-    own_hashes = [(image_id, h["phash"], h["dhash"]) for image_id, _, h in own]
+    own_hashes = [(image_id, h) for image_id, _, h in own]
     found: dict[int, set[int]] = {}
     rows = iter(stored)
     while batch := list(itertools.islice(rows, REVERSE_BATCH)):
         voters = []
         for competitor_id, hashes, descriptors, neighbours, hash_floor, vote_floor in batch:
-            view = [hashes[i * 8:(i + 1) * 8] for i in range(len(HASH_KEYS))]
-            near = {image_id for image_id, p, d in own_hashes
-                    if min(hashing.hamming(p, view[0]), hashing.hamming(p, view[2]), hashing.hamming(d, view[1]),
-                           hashing.hamming(d, view[3])) <= hash_floor}
+            view = split_hashes(hashes)
+            near = {image_id for image_id, h in own_hashes
+                    if min(_hash_distance(view, h, m) for m in (False, True)) <= hash_floor}
             if near:
                 found.setdefault(competitor_id, set()).update(near)
             if len(descriptors) >= vote_floor * 32:
@@ -811,9 +819,11 @@ def rank_key(match: Match) -> tuple[float, int, str]:
 def select(matches: list[Match], threshold: float, top: int | None) -> list[Match]:
     """What a query reports: matches at or above the threshold, one per copied region (see
     `rank_siblings`), best first, at most `top`. The threshold comes first: a sibling that is
-    not reported must not hide one that is."""
+    not reported must not hide one that is. Colour variants that fit a colour-less copy alike
+    name each other in `variants`, among the matches reported."""
     ranked = rank_siblings([m for m in matches if m.score >= threshold])
-    return ranked if top is None else ranked[:top]
+    ranked = ranked if top is None else ranked[:top]
+    return [_with_variants(m, ranked) for m in ranked]
 
 
 def rank_siblings(matches: list[Match]) -> list[Match]:
@@ -827,15 +837,15 @@ def rank_siblings(matches: list[Match]) -> list[Match]:
     the same photo, in its colours; otherwise the higher score. Matches in different regions
     of the query (a collage of two catalog images) are all kept, and so are catalog entries that
     hold the same file (they explain the query equally well). So are colour variants of one
-    photo when the copy's colour was removed: nothing tells which was copied, and each names
-    the others in `variants` rather than one being chosen at random."""
+    photo when the copy's colour was removed: nothing tells which was copied (`select` has
+    each name the others in `variants`) rather than one being chosen at random."""
     ranked = sorted(matches, key=rank_key)
     kept = []
     for i, b in enumerate(ranked):
         if not any(_better(a, b, before=j < i) for j, a in enumerate(ranked)
                    if j != i and not _same_file(a, b) and _shares_region(b, a)):
             kept.append(b)
-    return [_with_variants(m, kept) for m in kept]
+    return kept
 
 
 def _with_variants(match: Match, kept: list[Match]) -> Match:
@@ -935,7 +945,7 @@ def _explain(q: _Query, picture: _Picture, ref: Reference, check: verify.DenseCh
         transform=tuple(tuple(round(float(v), 5) for v in row) for row in transform),
         reference_share=round(_overlap(ref_region, ref.box) / max(1, _area(ref.box)), 3),
         query_share=round(min(1.0, query_share / max(1, _area(q.view.box))), 3),
-        colour_removed=check.colour_removed,
+        colour_removed=check.colour_removed, recoloured=check.recoloured,
     )
 
 

@@ -3,8 +3,8 @@
 A candidate (a hash hit or a catalog image that local features voted for) is aligned to the query,
 either by the identity of the two canonical views (hash path) or by an affine transform that RANSAC
 fits to matched ORB keypoints (feature path). The aligned pair then gets a dense check: over the
-reference's textured blocks that the query covers, the share whose normalised cross-correlation
-agrees. Look-alike products shot the same way, and composites that share a model's face or legs,
+reference's textured foreground blocks (not its plain background) that the query covers, the share
+whose normalised cross-correlation agrees. Look-alike products shot the same way, and composites that share a model's face or legs,
 can gather as many keypoint inliers as a real copy; they fail the dense check
 (../shared/notes/measured.md, benchmarks/RESULTS.md).
 """
@@ -110,7 +110,7 @@ class DenseCheck:
     colour_removed: bool = False  # the query shows no colour, or one faint tint, where the reference has colour
     hue_turn: float = 0.0  # degrees the colourful blocks' hues turned from reference to query, [0, 180]
     identical: float = 0.0  # share of the compared blocks that agree fully
-    different: float = 0.0  # share of the compared blocks textured in both that do not agree at all
+    different: float = 0.0  # share of the compared blocks that are textured in the query too and do not agree at all
 
     @property
     def partial(self) -> bool:
@@ -189,13 +189,11 @@ def plausible(matrix: np.ndarray) -> bool:
 class Canvas:
     """A reference thumbnail prepared for dense checks, once per reference: stretched by at most
     a block to whole blocks (so that no edge of the picture falls outside the block grid), with
-    its grey block statistics over all of it and over its foreground (what is not its plain
-    background, see `plain_background`), and the small grey copy the alignment is refined on."""
+    its grey block statistics over its foreground (what is not its plain background, see
+    `plain_background`), and the small grey copy the alignment is refined on."""
 
     rgb: np.ndarray  # ch × cw × 3, uint8
     grey: np.ndarray  # float32
-    mean: np.ndarray  # block means of grey, rows × cols
-    square: np.ndarray  # block means of grey²
     small: np.ndarray  # grey, REFINE_SIDE long side, float32
     foreground: np.ndarray  # 1 on the foreground, 0 on the plain background, float32, ch × cw
     foreground_share: np.ndarray  # block means of foreground
@@ -212,14 +210,28 @@ class Canvas:
         small = cv2.resize(grey, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
         # the product's edge pixels blend in the background: they are left out with it
         foreground = cv2.erode((~plain_background(rgb)).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=EDGE)
-        return cls._of(rgb, small, foreground.astype(np.float32))
+        canvas = cls._of(rgb, small, foreground.astype(np.float32))
+        if canvas.textured_blocks() < MIN_BLOCKS:  # a thin product (a chain, a frame, line art): all of it
+            canvas = cls._of(rgb, small, np.ones(rgb.shape[:2], np.float32))
+        return canvas
+
+    def textured_blocks(self) -> int:
+        """Foreground blocks with texture to compare: what a copy of all of it is judged on."""
+        _, std = self.foreground_stats()
+        return int(((self.foreground_share >= FOREGROUND_SHARE) & (std > TEXTURE_STD)).sum())
+
+    def foreground_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation of grey over each block's foreground pixels."""
+        share = np.maximum(self.foreground_share, 1e-6)
+        mean = self.foreground_mean / share
+        return mean, np.sqrt(np.maximum(self.foreground_square / share - mean**2, 0))
 
     @classmethod
     def _of(cls, rgb: np.ndarray, small: np.ndarray, foreground: np.ndarray) -> Canvas:
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
         inside = foreground * grey
-        return cls(rgb, grey, _block_means(grey), _block_means(grey * grey), small, foreground,
-                   _block_means(foreground), _block_means(inside), _block_means(inside * grey))
+        return cls(rgb, grey, small, foreground, _block_means(foreground), _block_means(inside),
+                   _block_means(inside * grey))
 
     @property
     def size(self) -> tuple[int, int]:
@@ -450,10 +462,9 @@ def _compare_blocks(reference: Canvas, warped: np.ndarray, mask: np.ndarray, blo
     query = cv2.cvtColor(warped, cv2.COLOR_RGB2GRAY).astype(np.float32)
     inside = reference.foreground * query
     share = np.maximum(reference.foreground_share, 1e-6)
-    ref_mean, ref_square = reference.foreground_mean / share, reference.foreground_square / share
+    ref_mean, ref_std = reference.foreground_stats()
     q_mean, q_square = _block_means(inside) / share, _block_means(inside * query) / share
     product = _block_means(inside * reference.grey) / share
-    ref_std = np.sqrt(np.maximum(ref_square - ref_mean**2, 0))
     query_std = np.sqrt(np.maximum(q_square - q_mean**2, 0))
     ncc = (product - ref_mean * q_mean) / (ref_std * query_std + 1e-6)
     foreground = covered & (reference.foreground_share >= FOREGROUND_SHARE)

@@ -24,7 +24,7 @@ MATCH_KEYS = {"query", "reference", "score", "kind", "variants", "distance", "di
               "evidence", "query_metadata", "reference_metadata", "description"}
 EXPLANATION_KEYS = {"matched_by", "scale", "rotation", "mirrored", "inliers", "reference_region", "query_region",
                     "structure", "colour", "coverage", "query_outline", "transform", "reference_share", "query_share",
-                    "colour_removed"}
+                    "colour_removed", "recoloured"}
 WIDE = {"COLUMNS": "240", "NO_COLOR": "1"}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 import imguard
 
@@ -129,6 +129,21 @@ def test_a_cut_out_copy_on_a_new_background_is_found(catalog, products, tmp_path
         assert matches[0].kind == "copy"
 
 
+def test_a_thin_product_on_white_is_still_judged_on_all_of_it(tmp_path):
+    """Line art, a chain, a glasses frame: strokes a few pixels wide. The edge of the foreground
+    that the check leaves out would leave nothing of them; they are compared whole instead."""
+    art = Image.new("RGB", (SIDE, SIDE), "white")
+    draw = ImageDraw.Draw(art)
+    xs = np.arange(20, SIDE - 20, 4)
+    for k in range(4):  # strokes 2-4 px wide in the 256 px thumbnail the check compares
+        ys = 110 + 140 * k + 30 * np.sin(xs / 40 + k)
+        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=(40 + 40 * k, 40, 160 - 30 * k), width=5 + 2 * k)
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        cat.add([str(save(art, tmp_path / "own" / "art.png"))], jobs=1)
+        matches = scan_one(cat, save(art, tmp_path / "theirs" / "art.jpg", 0.8))
+    assert named(matches)[:1] == ["art.png"]
+
+
 def test_a_shared_region_is_a_partial_match_never_a_copy(tmp_path):
     """Two pictures with the same bottom half (pixel for pixel: a model's legs) under different
     tops: listed as `partial` with the share that agrees."""
@@ -154,10 +169,12 @@ def test_a_greyscale_copy_lists_every_colour_variant_that_fits(products, tmp_pat
     with imguard.Catalog.open(tmp_path / "guard") as cat:
         cat.add(sorted(str(p) for p in own.iterdir()), jobs=1)
         grey = scan_one(cat, save(ImageOps.grayscale(products["render"]).convert("RGB"), tmp_path / "grey.jpg", 0.8))
+        first_only = list(cat.scan([str(tmp_path / "grey.jpg")], jobs=1, top=1))
         coloured = scan_one(cat, save(products["render"], tmp_path / "coloured.jpg", 0.8))
     assert sorted(named(grey)) == ["render.jpg", "render_other_colour.jpg"]
     for match in grey:
         assert match.explanation.colour_removed
         assert [Path(v).name for v in match.variants] == [n for n in named(grey) if n != Path(match.reference).name]
+    assert len(first_only) == 1 and not first_only[0].variants  # names only matches it reports
     assert named(coloured)[:1] == ["render.jpg"] and not coloured[0].variants
     assert "render_other_colour.jpg" not in named(coloured)
