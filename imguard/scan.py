@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import itertools
 import math
 import os
 import shutil
@@ -32,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from . import features, fetch, fingerprint, hashing, load, verify
+from . import engine, features, fetch, fingerprint, hashing, load, verify
 from ._version import __version__
 from .errors import CatalogError, ImageError
 from .index import CatalogIndex
@@ -276,7 +275,6 @@ class _Query:
     fp: fingerprint.Fingerprint
     view: _Picture
     regions: list[_Picture]  # sub-pictures of a composite view (cut from the view)
-    full: np.ndarray | None = None  # the decoded image, untrimmed (at least the view's size)
     hash_floor: int = HASH_RADIUS  # see QueryPrints
     vote_floor: int = MIN_VOTES
     budget: int = DEFAULT_DECODE_BYTES  # bytes its decodes may take: Limits.decode_bytes
@@ -739,7 +737,7 @@ def _query(record: Record, data: bytes, captured: tuple[str | None, str | None],
     for box, crop, hashes in fingerprint.region_hashes(view):
         (x0, y0), (x1, y1) = (frame @ [box[0], box[1], 1])[:2], (frame @ [box[2], box[3], 1])[:2]
         regions.append(_Picture(crop, (round(x0), round(y0), round(x1), round(y1)), hashes))
-    return _Query(record, data, captured, fp, picture, regions, full=decoded.rgb, budget=budget)
+    return _Query(record, data, captured, fp, picture, regions, budget=budget)
 
 
 
@@ -766,8 +764,7 @@ def reverse_candidates(own: list[tuple[int, np.ndarray, dict[str, bytes]]],
     search = build_binary(owners, codes, exact_limit=0, nprobe=1)
     own_hashes = [(image_id, h) for image_id, _, h in own]
     found: dict[int, set[int]] = {}
-    rows = iter(stored)
-    while batch := list(itertools.islice(rows, REVERSE_BATCH)):
+    for batch in engine.chunked(stored, REVERSE_BATCH):
         voters = []
         for competitor_id, hashes, descriptors, neighbours, hash_floor, vote_floor in batch:
             view = split_hashes(hashes)

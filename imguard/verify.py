@@ -196,9 +196,9 @@ class Canvas:
     grey: np.ndarray  # float32
     small: np.ndarray  # grey, REFINE_SIDE long side, float32
     foreground: np.ndarray  # 1 on the foreground, 0 on the plain background, float32, ch × cw
-    foreground_share: np.ndarray  # block means of foreground
-    foreground_mean: np.ndarray  # block means of foreground × grey
-    foreground_square: np.ndarray  # block means of foreground × grey²
+    foreground_share: np.ndarray  # block means of foreground (at least 1e-6: a divisor)
+    foreground_mean: np.ndarray  # mean grey over each block's foreground pixels
+    foreground_std: np.ndarray  # standard deviation of grey over each block's foreground pixels
 
     @classmethod
     def of(cls, thumb: np.ndarray) -> Canvas:
@@ -210,28 +210,24 @@ class Canvas:
         small = cv2.resize(grey, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
         # the product's edge pixels blend in the background: they are left out with it
         foreground = cv2.erode((~plain_background(rgb)).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=EDGE)
-        canvas = cls._of(rgb, small, foreground.astype(np.float32))
+        canvas = cls._of(rgb, grey, small, foreground.astype(np.float32))
         if canvas.textured_blocks() < MIN_BLOCKS:  # a thin product (a chain, a frame, line art): all of it
-            canvas = cls._of(rgb, small, np.ones(rgb.shape[:2], np.float32))
+            canvas = cls._of(rgb, grey, small, np.ones(rgb.shape[:2], np.float32))
         return canvas
 
     def textured_blocks(self) -> int:
         """Foreground blocks with texture to compare: what a copy of all of it is judged on."""
-        _, std = self.foreground_stats()
-        return int(((self.foreground_share >= FOREGROUND_SHARE) & (std > TEXTURE_STD)).sum())
-
-    def foreground_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and standard deviation of grey over each block's foreground pixels."""
-        share = np.maximum(self.foreground_share, 1e-6)
-        mean = self.foreground_mean / share
-        return mean, np.sqrt(np.maximum(self.foreground_square / share - mean**2, 0))
+        return int(((self.foreground_share >= FOREGROUND_SHARE) & (self.foreground_std > TEXTURE_STD)).sum())
 
     @classmethod
-    def _of(cls, rgb: np.ndarray, small: np.ndarray, foreground: np.ndarray) -> Canvas:
-        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    def _of(cls, rgb: np.ndarray, grey: np.ndarray, small: np.ndarray, foreground: np.ndarray) -> Canvas:
+        """The canvas with its foreground's block statistics, made once per canvas (every
+        comparison with it reads them)."""
         inside = foreground * grey
-        return cls(rgb, grey, small, foreground, _block_means(foreground), _block_means(inside),
-                   _block_means(inside * grey))
+        share = np.maximum(_block_means(foreground), 1e-6)
+        mean = _block_means(inside) / share
+        std = np.sqrt(np.maximum(_block_means(inside * grey) / share - mean**2, 0))
+        return cls(rgb, grey, small, foreground, share, mean, std)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -242,7 +238,8 @@ class Canvas:
         cw, ch = self.size
         small = cv2.resize(self.rgb, (max(1, round(cw / factor)), max(1, round(ch / factor))), interpolation=cv2.INTER_AREA)
         rgb = cv2.resize(small, (cw, ch), interpolation=cv2.INTER_LINEAR)
-        return Canvas._of(rgb, self.small, self.foreground)
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        return Canvas._of(rgb, grey, self.small, self.foreground)
 
 
 class QueryImage:
@@ -461,8 +458,7 @@ def _compare_blocks(reference: Canvas, warped: np.ndarray, mask: np.ndarray, blo
         return DenseCheck(0.0, 0.0, 0, (0, 0, 0, 0), _NO_ALIGNMENT)
     query = cv2.cvtColor(warped, cv2.COLOR_RGB2GRAY).astype(np.float32)
     inside = reference.foreground * query
-    share = np.maximum(reference.foreground_share, 1e-6)
-    ref_mean, ref_std = reference.foreground_stats()
+    share, ref_mean, ref_std = reference.foreground_share, reference.foreground_mean, reference.foreground_std
     q_mean, q_square = _block_means(inside) / share, _block_means(inside * query) / share
     product = _block_means(inside * reference.grey) / share
     query_std = np.sqrt(np.maximum(q_square - q_mean**2, 0))
