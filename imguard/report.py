@@ -157,7 +157,7 @@ def _visible(c: str) -> str:
 
 
 def _csv_cell(value: object) -> str:
-    text = safe_text(value)
+    text = "" if value is None else safe_text(value)  # as the table shows it: an empty cell
     # (a tab or a carriage return, which a spreadsheet would also act on, is escaped by safe_text)
     return "'" + text if text[:1] in ("=", "+", "-", "@") and not _is_number(text) else text
 

@@ -28,3 +28,10 @@ def test_csv_defuses_spreadsheet_formulas():
     report.write_csv([{"title": "=HYPERLINK(\"http://x\")", "score": "-0.5"}], ("title", "score"), out)
     row = out.getvalue().splitlines()[1]
     assert row.startswith("\"'=HYPERLINK") and row.endswith(",-0.5")
+
+
+def test_csv_shows_a_missing_value_as_an_empty_cell():
+    """A finding nobody marked has mark None: the CSV cell is empty, as the table's, not "None"."""
+    out = io.StringIO()
+    report.write_csv([{"id": 8, "mark": None}], ("id", "mark"), out)
+    assert out.getvalue().splitlines() == ["id,mark", "8,"]
