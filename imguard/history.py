@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,12 +243,16 @@ class History:
         """(competitor id, hashes, descriptors N×32 bytes, their neighbour distances, hash floor,
         vote floor) of these competitor images, a batch of rows at a time: all of them never sit
         in memory at once."""
+        yield from self._rows_in("SELECT id, hashes, descriptors, neighbours, hash_floor, vote_floor"
+                                 " FROM competitor_images WHERE id IN ({ids}) AND hashes IS NOT NULL", ids, batch)
+
+    def _rows_in(self, sql: str, ids: Iterable[int], batch: int = BATCH) -> Iterator[tuple]:
+        """The rows of `sql`, whose `{ids}` is an IN list, for these ids: a batch of ids per
+        statement (SQLite caps a statement's variables), the rows as they come."""
+        ids = list(ids)
         for start in range(0, len(ids), batch):
-            part = list(ids[start:start + batch])
-            marks = ",".join("?" * len(part))
-            yield from self.db.execute(
-                f"SELECT id, hashes, descriptors, neighbours, hash_floor, vote_floor FROM competitor_images"
-                f" WHERE id IN ({marks}) AND hashes IS NOT NULL", part)
+            part = ids[start:start + batch]
+            yield from self.db.execute(sql.format(ids=",".join("?" * len(part))), part)
 
     @guarded
     def prints(self, competitor_id: int) -> tuple[Record, QueryPrints]:
@@ -265,14 +269,8 @@ class History:
     @guarded
     def competitors(self, ids: Iterable[int]) -> list[tuple[int, str, str, dict[str, str]]]:
         """(id, source, location, metadata) of these competitor images."""
-        ids = list(ids)
-        out = []
-        for start in range(0, len(ids), BATCH):
-            part = ids[start:start + BATCH]
-            out += [(r[0], r[1], path_from_db(r[2]), json.loads(r[3])) for r in self.db.execute(
-                f"SELECT id, source, location, metadata FROM competitor_images WHERE id IN ({','.join('?' * len(part))})",
-                part)]
-        return out
+        return [(r[0], r[1], path_from_db(r[2]), json.loads(r[3])) for r in self._rows_in(
+            "SELECT id, source, location, metadata FROM competitor_images WHERE id IN ({ids})", ids)]
 
     # -- findings -------------------------------------------------------------------------
 
@@ -309,14 +307,9 @@ class History:
         images in `skip` (changed since) are left to their rescan, and those found no longer
         matching by an earlier run that did not complete stay so, to be resolved."""
         now = time.time()
-        ids = list(competitor_ids)
-        rows = []
-        for start in range(0, len(ids), BATCH):
-            part = ids[start:start + BATCH]
-            rows += self.db.execute(  # the findings of own images still in the catalog
-                f"SELECT id, status, status_run, image_id FROM findings WHERE competitor_id IN ({','.join('?' * len(part))})"
-                " AND status != 'resolved' AND missing_run IS NULL AND image_id IN (SELECT id FROM images)",
-                part).fetchall()
+        rows = list(self._rows_in(  # the findings of own images still in the catalog
+            "SELECT id, status, status_run, image_id FROM findings WHERE competitor_id IN ({ids})"
+            " AND status != 'resolved' AND missing_run IS NULL AND image_id IN (SELECT id FROM images)", competitor_ids))
         updates = [(*_sighted(status, status_run, run_id, since), now, run_id, fid)
                    for fid, status, status_run, image_id in rows if image_id not in skip]
         with self.db:
@@ -338,14 +331,8 @@ class History:
     @guarded
     def findings_of_images(self, image_ids: Iterable[int]) -> set[int]:
         """Competitor images with an active finding on one of these own images."""
-        ids = list(image_ids)
-        out: set[int] = set()
-        for start in range(0, len(ids), BATCH):
-            part = ids[start:start + BATCH]
-            out |= {r[0] for r in self.db.execute(
-                f"SELECT competitor_id FROM findings WHERE image_id IN ({','.join('?' * len(part))})"
-                " AND status != 'resolved'", part)}
-        return out
+        return {r[0] for r in self._rows_in(
+            "SELECT competitor_id FROM findings WHERE image_id IN ({ids}) AND status != 'resolved'", image_ids)}
 
     @guarded
     def complete(self, run_id: int, sources: Sequence[str]) -> None:

@@ -477,7 +477,7 @@ class Matcher:
         fp = fingerprint.Fingerprint(prints.sha256, prints.nbytes, *prints.size, prints.box, picture.size, hashes,
                                      points, descriptors)
         q = _Query(record, b"", (None, None), fp, picture, [])
-        flip_query = np.array([[-1.0, 0, picture.size[0]], [0, 1, 0], [0, 0, 1]])
+        flip_query = _flip(picture.size[0])
         scores: dict[int, float] = {}
         for image_id, (mirror_points, mirror_descriptors) in candidates.items():
             ref = self.reference(image_id)
@@ -489,8 +489,7 @@ class Matcher:
             if plain is not None:
                 tries.append(plain)
             if mirrored is not None:  # query → mirrored reference, as the mirrored query → the reference
-                flip_ref = np.array([[-1.0, 0, ref.view_size[0]], [0, 1, 0], [0, 0, 1]])
-                matrix = flip_ref @ np.vstack([mirrored.matrix, [0, 0, 1]]) @ flip_query
+                matrix = _flip(ref.view_size[0]) @ np.vstack([mirrored.matrix, [0, 0, 1]]) @ flip_query
                 tries.append(verify.Alignment(matrix[:2], True, mirrored.inliers))
             scores[image_id] = max((self._verified(q, picture, ref, a, "features").score for a in tries), default=0.0)
         return scores
@@ -920,8 +919,7 @@ def _explain(q: _Query, picture: _Picture, ref: Reference, check: verify.DenseCh
     # Scale and rotation of the copy, mirror left out (it is reported on its own).
     scale, rotation = verify.similarity_parts((picture_to_query @ ref_view_to_picture @ ref_to_view)[:2])
     if alignment.mirrored:
-        unmirror = np.array([[-1.0, 0, picture.size[0]], [0, 1, 0], [0, 0, 1]])
-        ref_view_to_picture = unmirror @ ref_view_to_picture
+        ref_view_to_picture = _flip(picture.size[0]) @ ref_view_to_picture
 
     cx0, cy0, cx1, cy1 = check.covered
     corners_view = np.array([[cx0, cy0, 1], [cx1, cy0, 1], [cx0, cy1, 1], [cx1, cy1, 1]], float).T
@@ -968,6 +966,11 @@ def _corners(box: tuple[int, int, int, int]) -> tuple[tuple[float, float], ...]:
     """A box's four corners, clockwise from the top left (an outline)."""
     x0, y0, x1, y1 = box
     return ((float(x0), float(y0)), (float(x1), float(y0)), (float(x1), float(y1)), (float(x0), float(y1)))
+
+
+def _flip(width: int) -> np.ndarray:
+    """The mirror image's pixels → the picture's (3×3), for a picture `width` pixels wide: its own inverse."""
+    return np.array([[-1.0, 0, width], [0, 1, 0], [0, 0, 1]])
 
 
 def _frame(box: tuple[int, int, int, int], view_size: tuple[int, int]) -> np.ndarray:
