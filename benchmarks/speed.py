@@ -274,7 +274,9 @@ def map_files(fn: Callable[[str], object], paths: list[str], jobs: int) -> None:
         for p in paths:
             fn(p)
         return
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+    # FAISS on one thread in each worker, as imguard's own pool sets it: OpenMP's threads do not
+    # survive a fork, and a forked worker's first search would wait for them forever.
+    with multiprocessing.get_context("fork").Pool(jobs, initializer=engine.single_thread_faiss) as pool:
         for _ in pool.imap_unordered(functools.partial(_discard, fn), paths, chunksize=8):
             pass
 
