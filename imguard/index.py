@@ -39,9 +39,9 @@ STAMP = "index.json"
 LOAD_ATTEMPTS = 3
 # Above these sizes (codes), exact flat search stops paying for itself (benchmarks/speed.py): an
 # ORB query searches ~1,400 descriptors, so flat costs 1,400 × catalog descriptors per image.
-# For features that is ~2 ns a pair: 4,096 codes (7 photos) cost ~9 ms a query image, about a
-# scan's whole decode; 45,000 (80 photos) cost 115 ms, where one inverted list costs 3 ms and
-# still leaves a copy 70 % of exact search's votes, enough to find it (speed.py's 80-image row).
+# For features that is ~2 ns a pair: 4,096 codes (7 photos) cost ~12 ms a query image, about a
+# scan's whole decode; 56,000 (80 photos) cost 163 ms, where one inverted list costs 3.8 ms
+# (benchmarks/SPEED.md, the 80-image row).
 # On a 60-photo catalog (benchmarks/SMALL-CATALOG.md) inverted lists found 93.1 % of the copies
 # against exact search's 93.4 %, flagged the same look-alikes, and indexed and scanned 3.2x faster.
 HASH_EXACT_LIMIT = 250_000
