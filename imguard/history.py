@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .engine import chunked
 from .errors import ImguardError
 from .fingerprint import FINGERPRINT_VERSION
 from .scan import Match, QueryPrints
@@ -249,9 +250,7 @@ class History:
     def _rows_in(self, sql: str, ids: Iterable[int], batch: int = BATCH) -> Iterator[tuple]:
         """The rows of `sql`, whose `{ids}` is an IN list, for these ids: a batch of ids per
         statement (SQLite caps a statement's variables), the rows as they come."""
-        ids = list(ids)
-        for start in range(0, len(ids), batch):
-            part = ids[start:start + batch]
+        for part in chunked(ids, batch):
             yield from self.db.execute(sql.format(ids=",".join("?" * len(part))), part)
 
     @guarded

@@ -139,8 +139,9 @@ def safe_text(value: object) -> str:
     """Make untrusted strings safe to show in a terminal or a spreadsheet: control and format
     characters (terminal escapes, newlines, bidi overrides, zero-width characters that can
     disguise a file name) become visible ``\\uXXXX`` escapes, and the bytes of a file name that
-    is not valid UTF-8 (surrogate-escaped by Python) become ``\\xNN``."""
-    text = str(value)
+    is not valid UTF-8 (surrogate-escaped by Python) become ``\\xNN``. None, a missing value,
+    shows as nothing."""
+    text = "" if value is None else str(value)
     if text.isascii() and text.isprintable():  # most names and titles: nothing to do
         return text
     return "".join(_visible(c) if _unsafe(c) else c for c in text)
@@ -157,7 +158,7 @@ def _visible(c: str) -> str:
 
 
 def _csv_cell(value: object) -> str:
-    text = "" if value is None else safe_text(value)  # as the table shows it: an empty cell
+    text = safe_text(value)  # None, as the table shows it: an empty cell
     # (a tab or a carriage return, which a spreadsheet would also act on, is escaped by safe_text)
     return "'" + text if text[:1] in ("=", "+", "-", "@") and not _is_number(text) else text
 
@@ -198,7 +199,7 @@ def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], console:
     for column in columns:
         table.add_column(column.replace("_", " "), overflow="fold")
     for row in rows:
-        table.add_row(*(Text(safe_text("" if row.get(c) is None else row[c])) for c in columns))
+        table.add_row(*(Text(safe_text(row.get(c))) for c in columns))
     console.print(table)
 
 

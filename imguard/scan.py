@@ -379,8 +379,8 @@ class Matcher:
     def reference(self, image_id: int) -> Reference:
         ref = self._cache.get(image_id)
         if ref is None:
-            if len(self._cache) > 512:
-                self._cache.clear()
+            if len(self._cache) > 512:  # the oldest goes: a big catalog's others stay cached
+                del self._cache[next(iter(self._cache))]
             ref = self._cache[image_id] = self.store.reference(image_id)
         return ref
 
@@ -388,8 +388,8 @@ class Matcher:
         """The reference's thumbnail prepared for dense checks, once per worker while cached."""
         canvas = self._canvases.get(ref.id)
         if canvas is None:
-            if len(self._canvases) > 512:
-                self._canvases.clear()
+            if len(self._canvases) > 512:  # the oldest goes: a big catalog's others stay cached
+                del self._canvases[next(iter(self._canvases))]
             canvas = self._canvases[ref.id] = verify.Canvas.of(fingerprint.decode_thumbnail(ref.thumbnail))
         return canvas
 

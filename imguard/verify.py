@@ -199,6 +199,7 @@ class Canvas:
     foreground_share: np.ndarray  # block means of foreground (at least 1e-6: a divisor)
     foreground_mean: np.ndarray  # mean grey over each block's foreground pixels
     foreground_std: np.ndarray  # standard deviation of grey over each block's foreground pixels
+    block_lab: np.ndarray  # Lab of each block's mean colour, float32: what colour agreement reads
 
     @classmethod
     def of(cls, thumb: np.ndarray) -> Canvas:
@@ -220,14 +221,16 @@ class Canvas:
         return int(((self.foreground_share >= FOREGROUND_SHARE) & (self.foreground_std > TEXTURE_STD)).sum())
 
     @classmethod
-    def _of(cls, rgb: np.ndarray, grey: np.ndarray, small: np.ndarray, foreground: np.ndarray) -> Canvas:
+    def _of(cls, rgb: np.ndarray, grey: np.ndarray, small: np.ndarray, foreground: np.ndarray,
+            share: np.ndarray | None = None) -> Canvas:
         """The canvas with its foreground's block statistics, made once per canvas (every
-        comparison with it reads them)."""
+        comparison with it reads them); `share`, the foreground's, when already known."""
         inside = foreground * grey
-        share = np.maximum(_block_means(foreground), 1e-6)
+        share = np.maximum(_block_means(foreground), 1e-6) if share is None else share
         mean = _block_means(inside) / share
         std = np.sqrt(np.maximum(_block_means(inside * grey) / share - mean**2, 0))
-        return cls(rgb, grey, small, foreground, share, mean, std)
+        block_lab = cv2.cvtColor(_block_means(rgb), cv2.COLOR_RGB2LAB).astype(np.float32)
+        return cls(rgb, grey, small, foreground, share, mean, std, block_lab)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -239,7 +242,7 @@ class Canvas:
         small = cv2.resize(self.rgb, (max(1, round(cw / factor)), max(1, round(ch / factor))), interpolation=cv2.INTER_AREA)
         rgb = cv2.resize(small, (cw, ch), interpolation=cv2.INTER_LINEAR)
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-        return Canvas._of(rgb, grey, self.small, self.foreground)
+        return Canvas._of(rgb, grey, self.small, self.foreground, self.foreground_share)
 
 
 class QueryImage:
@@ -479,26 +482,26 @@ def _compare_blocks(reference: Canvas, warped: np.ndarray, mask: np.ndarray, blo
     # background, which a cut-out copy replaced.
     inner = covered & (reference.foreground_share >= INNER_SHARE)
     judged = inner if inner.sum() >= MIN_BLOCKS else foreground if foreground.any() else covered
-    ref_lab = cv2.cvtColor(_block_means(reference.rgb), cv2.COLOR_RGB2LAB).astype(np.float32)
+    ref_lab = reference.block_lab
     query_lab = cv2.cvtColor(_block_means(warped), cv2.COLOR_RGB2LAB).astype(np.float32)
     ref_ab, query_ab = ref_lab[..., 1:][judged] - 128, query_lab[..., 1:][judged] - 128
     distance = np.linalg.norm(ref_ab - query_ab, axis=-1)
-    colourful = np.maximum(np.linalg.norm(ref_ab, axis=-1), np.linalg.norm(query_ab, axis=-1)) + CHROMA_FLOOR
+    ref_chroma, query_chroma = np.linalg.norm(ref_ab, axis=-1), np.linalg.norm(query_ab, axis=-1)
+    colourful = np.maximum(ref_chroma, query_chroma) + CHROMA_FLOOR
     colour = float((colourful * np.exp(-distance / CHROMA_SCALE)).sum() / colourful.sum())
 
     ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     box = (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)
     return DenseCheck(structure=structure, colour=colour, blocks=count, covered=box, alignment=_NO_ALIGNMENT,
-                      colour_removed=colour_removed(ref_ab, query_ab), hue_turn=hue_turn(ref_ab, query_ab),
+                      colour_removed=colour_removed(query_ab, ref_chroma, query_chroma), hue_turn=hue_turn(ref_ab, query_ab),
                       identical=identical, different=different)
 
 
-def colour_removed(reference_ab: np.ndarray, query_ab: np.ndarray) -> bool:
-    """Do the query's blocks (N×2 Lab a*b*) show no colour, or one faint tint, where the
-    reference's show colour (see TINT_CHROMA)?"""
-    query_chroma = np.linalg.norm(query_ab, axis=-1)
+def colour_removed(query_ab: np.ndarray, reference_chroma: np.ndarray, query_chroma: np.ndarray) -> bool:
+    """Do the query's blocks (N×2 Lab a*b*, and their chroma) show no colour, or one faint tint,
+    where the reference's show colour (see TINT_CHROMA)?"""
     query_p90 = _p90(query_chroma)
-    if query_p90 >= TINT_CHROMA or _p90(np.linalg.norm(reference_ab, axis=-1)) < query_p90 + REMOVED_CHROMA:
+    if query_p90 >= TINT_CHROMA or _p90(reference_chroma) < query_p90 + REMOVED_CHROMA:
         return False
     weight = np.maximum(query_chroma - CHROMA_FLOOR, 0.0)  # JPEG noise on grey has no hue
     if weight.sum() < 1e-6:
