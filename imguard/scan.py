@@ -49,7 +49,10 @@ HASH_VERIFIED = 4  # hash hits verified per query, nearest first
 HASH_FEATURES = 0.2  # a hash hit verified at least this well is verified with local features too
 FAST_ACCEPT = 0.85  # a verified hash hit this good needs no local features...
 RESOLVED_COVERAGE = 0.8  # ...when such hits explain this share of the query's textured area
-REGION_SEARCHES = 4  # sub-pictures of a composite searched with local features, largest first
+# Sub-pictures of a composite searched with local features, in `hashing.regions`' order (a
+# grid's cells first): all 9 cells of a 3×3 grid. Only a query that neither its hashes nor its
+# view's features explained pays for them.
+REGION_SEARCHES = 9
 REGION_SIDE = 512  # their long side when searched: the canonical view's
 VOTE_K = 4  # neighbours per query descriptor
 VOTE_DISTANCE = 44  # of 256 bits: a neighbour this near is a vote (random pairs lie near 128)

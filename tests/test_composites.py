@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 import imguard
 from imguard import hashing
 
+import make_fixtures
 from conftest import by_query
 from imguard_cli.main import app
 
@@ -64,6 +65,55 @@ def test_regions_are_the_cells_of_a_collage(collage):
 def test_a_plain_photo_has_no_regions(fixtures):
     with Image.open(fixtures.catalog / "astronaut.png") as image:
         assert hashing.regions(np.asarray(image.convert("RGB"))) == []
+
+
+# Nine real photos for a "shop the look" tile: eight that are no catalog image, then chelsea.jpg.
+GRID_FILLERS = ["camera.png", "coins.png", "moon.png", "brick.png", "gravel.png", "page.png",
+                "retina.jpg", "hubble_deep_field.jpg"]
+
+
+def _grid(fixtures, gap: int, cell: int = 200) -> tuple[Image.Image, list[tuple]]:
+    """A 3 × 3 grid of `cell` px pictures, `gap` px of white between and around them, the
+    catalog's chelsea.jpg in the last cell (centre-cropped to a square, as tiles are); its boxes."""
+    pictures = [Image.open(make_fixtures.skimage_data_dir() / name) for name in GRID_FILLERS]
+    pictures.append(Image.open(fixtures.catalog / "chelsea.jpg"))
+    side = 3 * cell + 4 * gap
+    canvas = Image.new("RGB", (side, side), "white")
+    boxes = []
+    for k, picture in enumerate(pictures):
+        square = min(picture.size)
+        left, top = (picture.width - square) // 2, (picture.height - square) // 2
+        tile = picture.convert("RGB").crop((left, top, left + square, top + square)).resize((cell, cell))
+        x, y = gap + (k % 3) * (cell + gap), gap + (k // 3) * (cell + gap)
+        canvas.paste(tile, (x, y))
+        boxes.append((x, y, x + cell, y + cell))
+        picture.close()
+    return canvas, boxes
+
+
+@pytest.mark.parametrize("gap", [0, 10])
+def test_every_cell_of_a_3x3_grid_is_a_region_gaps_or_not(fixtures, gap):
+    image, boxes = _grid(fixtures, gap)
+    found = hashing.regions(np.asarray(image))
+    for box in boxes:
+        assert max(_overlap(box, f) for f in found) >= 0.8, (box, found)
+
+
+def test_no_photo_of_the_fixtures_is_taken_for_a_grid(fixtures):
+    for path in [*sorted(fixtures.catalog.glob("*.*g")), *fixtures.competitor_files]:
+        if path.suffix.lower() in (".jpg", ".png", ".webp"):
+            with Image.open(path) as image:
+                assert hashing.grid_cells(np.asarray(image.convert("RGB"))) == [], path.name
+
+
+@pytest.mark.parametrize("gap", [0, 10])
+def test_a_photo_in_the_last_cell_of_a_3x3_grid_is_found(fixtures, indexed, tmp_path, gap):
+    image, boxes = _grid(fixtures, gap)
+    path = tmp_path / f"shop the look {gap}.jpg"
+    image.save(path, quality=88)
+    matches = [m for m in indexed.scan(path, jobs=1) if os.path.basename(m.reference) == "chelsea.jpg"]
+    assert matches and matches[0].kind == "copy", [(m.reference, m.score) for m in indexed.scan(path, threshold=0, jobs=1)]
+    assert _overlap(matches[0].explanation.query_region, boxes[-1]) >= 0.7, matches[0].explanation
 
 
 def test_both_pictures_of_a_collage_are_found_each_in_its_place(indexed, collage):
