@@ -782,9 +782,12 @@ def _family_section(ds: Dataset, ev: Evaluation, rds: Dataset | None, threshold:
                        if k == "verified under the threshold" else str(len(lost[k])) for k in LOSSES])
     out.append(_table(["family", "missed", *LOSSES], rows, align="r"))
     out += ["", (
-        "Never a candidate: neither a global hash nor the local-feature votes brought the source up; "
-        "failed verification: keypoint matching and RANSAC found no geometry (score 0); verified under "
-        "the threshold: the dense check of the aligned pair scored it below."
+        "Never a candidate: the source is not among the answers of the threshold-0 scan: neither a "
+        "global hash nor the local-feature votes brought it up, or it verified at about 0 and another "
+        "catalog image's answer as weak hid it (one answer per region of the query is kept); failed "
+        "verification: its score is 0 (no geometry, or nothing compared); verified under the threshold: "
+        "the dense check of the aligned pair scored it below. benchmarks/missed.py tells these apart "
+        "for each missed copy."
     )]
     if run.at_default is not None and threshold == default_threshold():
         second = lambda i: _of_kind(run.at_default.get(i, []), "copy")  # noqa: E731
