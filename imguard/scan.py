@@ -887,6 +887,12 @@ def _outranks(a: Explanation, b: Explanation) -> bool:
         return a.matched_by == "sha256" and b.matched_by != "sha256"
     if a.coverage >= b.coverage + SIBLING_COVERAGE:
         return True
+    # The same part of the query, which shows all of `a` and only a part of `b`: `a` is the picture
+    # copied (a detail shot pasted into a tile, not the photo whose middle it shows). All of `a`,
+    # not merely more of it: a tight crop of the photo shows most of a detail taken from it too.
+    if (abs(a.coverage - b.coverage) <= SIBLING_SAME and a.reference_share >= 1 - SIBLING_SAME
+            and a.reference_share >= b.reference_share + SIBLING_COVERAGE):
+        return True
     if a.coverage >= b.coverage - SIBLING_SAME and a.scale <= PLAUSIBLE_SCALE and b.scale >= ENLARGED_SCALE:
         return True
     colour_tells = not (a.colour_removed and b.colour_removed)

@@ -179,6 +179,35 @@ def test_a_copy_of_the_detail_is_explained_by_the_detail(fixtures, with_detail, 
     assert first.score >= imguard.DEFAULT_THRESHOLD
 
 
+@pytest.mark.parametrize("gap", [0, 10])
+def test_the_detail_in_a_grid_is_explained_by_the_detail(fixtures, with_detail, tmp_path, gap):
+    """The detail, shrunk into a cell of a tile: coffee.jpg explains that cell as well as the
+    detail does (its middle, at twice the scale), but the copy shows all of the detail and only a
+    quarter of the photo: the detail is the picture copied."""
+    image, boxes = _grid(fixtures, gap)
+    with Image.open(fixtures.catalog / "coffee.jpg") as photo:
+        w, h = photo.size
+        detail = photo.convert("RGB").crop((w // 4, h // 4, 3 * w // 4, 3 * h // 4))
+    x0, y0, x1, y1 = boxes[4]
+    image.paste(detail.resize((x1 - x0, y1 - y0)), (x0, y0))
+    image.save(tmp_path / "tile.jpg", quality=88)
+    matches = [m for m in with_detail.scan(tmp_path / "tile.jpg", jobs=1) if _overlap(m.explanation.query_region, boxes[4]) >= 0.5]
+    assert [os.path.basename(m.reference) for m in matches] == ["coffee_detail.jpg"], [(m.reference, m.score) for m in matches]
+
+    # Had the photo verified a little better in that cell (it can: it shows those pixels at twice
+    # the detail's scale), the detail, shown whole, must still be the one reported...
+    from imguard import scan
+
+    detail = matches[0]
+    photo = dataclasses.replace(detail, reference="coffee.jpg", score=detail.score + 0.03,
+                                evidence=dataclasses.replace(detail.evidence, reference_sha256="other"),
+                                explanation=dataclasses.replace(detail.explanation, reference_share=0.25))
+    assert scan.select([photo, detail], 0.5, None) == [detail]
+    # ...but not a picture shown only mostly: a tight crop of the photo shows most of a detail too.
+    most = dataclasses.replace(detail, explanation=dataclasses.replace(detail.explanation, reference_share=0.75))
+    assert scan.select([photo, most], 0.5, None) == [photo]
+
+
 def test_a_copy_of_a_composite_is_explained_by_the_composite_not_by_its_parts(fixtures, with_detail, tmp_path):
     """set.jpg holds rocket.jpg whole: the copy's rocket half matches both, and its keypoints may
     verify the half better than the whole. The whole, which explains all of the copy, is kept."""
