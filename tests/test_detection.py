@@ -198,3 +198,46 @@ def test_votes_count_each_query_descriptor_once_per_catalog_image():
                        [123456789, 7, 7, 7]], np.int64)  # a large id, and 7
     assert _votes(owners) == {7: 3, 3: 2, 9: 1, 123456789: 1}
     assert _votes(np.zeros((0, 4), np.int64)) == {}
+
+
+def _white_cover(title: list[str]) -> "Image.Image":
+    """A book cover as shops photograph it: white on a white background, no border, a picture
+    (skimage's coffee) and lines of dark text: the text is thin detail on the background's colour."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    import make_fixtures
+
+    cover = Image.new("RGB", (600, 800), "white")
+    with Image.open(make_fixtures.skimage_data_dir() / "coffee.png") as picture:
+        cover.paste(picture.convert("RGB").resize((240, 180)), (180, 60))
+    draw = ImageDraw.Draw(cover)
+    try:
+        font = ImageFont.load_default(size=34)
+    except TypeError:  # Pillow without FreeType's sizes
+        font = ImageFont.load_default()
+    for k, line in enumerate(title):
+        draw.text((60, 300 + k * 62), line, fill=(30, 30, 30), font=font)
+    return cover
+
+
+def test_a_close_crop_of_text_on_a_white_product_is_found_and_other_text_is_not(tmp_path):
+    """A crop on the text of a white cover, enlarged: the white around the letters reads as plain
+    background and the letters, their edges left out, as nothing; the dense check compares those
+    blocks whole, since the copy kept the white there. Another cover's text, in the same layout
+    and type, does not agree with it."""
+    from PIL import Image
+
+    mine = _white_cover(["The Espresso", "Handbook", "A practical guide to", "brewing, grinding and",
+                         "tasting coffee at home", "Second edition", "J. Doe & A. Smith"])
+    other = _white_cover(["Cold Brew", "at Home", "Forty recipes for", "summer drinks, iced", "lattes and tonics",
+                          "First edition", "M. Roe & B. Lee"])
+    mine.save(tmp_path / "cover.png")
+    box = (40, 380, 400, 700)
+    mine.crop(box).resize((540, 480), Image.Resampling.LANCZOS).save(tmp_path / "crop.jpg", quality=88)
+    other.crop(box).resize((540, 480), Image.Resampling.LANCZOS).save(tmp_path / "other.jpg", quality=88)
+    catalog = imguard.Catalog.open(tmp_path / "guard")
+    catalog.add(tmp_path / "cover.png", jobs=1)
+    found = list(catalog.scan(tmp_path / "crop.jpg", jobs=1))
+    assert [base(m.reference) for m in found] == ["cover.png"] and found[0].kind == "copy", found
+    assert list(catalog.scan(tmp_path / "other.jpg", jobs=1)) == []
+    catalog.close()
