@@ -200,8 +200,10 @@ def grid_cells(rgb: np.ndarray) -> list[Box]:
         if min(height, width) < k * 16:
             continue
         xs = [_seam(grey, round(width * i / k), round(SEAM_SLACK * width)) for i in range(1, k)]
+        if None in xs:
+            continue
         ys = [_seam(grey.T, round(height * i / k), round(SEAM_SLACK * height)) for i in range(1, k)]
-        if None in xs or None in ys:
+        if None in ys:
             continue
         xs, ys = [0, *xs, width], [0, *ys, height]
         cells = []
@@ -215,23 +217,32 @@ def grid_cells(rgb: np.ndarray) -> list[Box]:
 
 
 def _seam(grey: np.ndarray, at: int, slack: int) -> int | None:
-    """The column within `slack` of `at` where most rows of `grey` step (see SEAM_SHARE), if any."""
-    best, where = 0.0, None
-    for x in range(max(3, at - slack), min(grey.shape[1] - 3, at + slack + 1)):
-        step = np.abs(grey[:, x + 1] - grey[:, x - 1])
-        beside = np.maximum(np.abs(grey[:, x - 1] - grey[:, x - 3]), np.abs(grey[:, x + 3] - grey[:, x + 1]))
-        share = float(((step > SEAM_STEP) & (step > 2 * beside)).mean())
-        if share > best:
-            best, where = share, x
-    return where if best >= SEAM_SHARE else None
+    """The column within `slack` of `at` where most rows of `grey` step (see SEAM_SHARE), if any:
+    every candidate column at once (one at a time cost a query's view 2.7 ms)."""
+    xs = np.arange(max(3, at - slack), min(grey.shape[1] - 3, at + slack + 1))
+    if not len(xs):
+        return None
+    step = np.abs(grey[:, xs + 1] - grey[:, xs - 1])
+    beside = np.maximum(np.abs(grey[:, xs - 1] - grey[:, xs - 3]), np.abs(grey[:, xs + 3] - grey[:, xs + 1]))
+    share = ((step > SEAM_STEP) & (step > 2 * beside)).mean(axis=0)
+    best = int(np.argmax(share))  # the first of equals, left to right
+    return int(xs[best]) if share[best] >= SEAM_SHARE else None
+
+
+def area(box: Box) -> int:
+    """Pixels of a box; none when it is empty."""
+    return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
+
+
+def overlap(a: Box, b: Box) -> int:
+    """Pixels two boxes share."""
+    return area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
 
 
 def _overlap_share(a: Box, b: Box) -> float:
     """Intersection over union of two boxes."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(0, w) * max(0, h)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    inter = overlap(a, b)
+    union = area(a) + area(b) - inter
     return inter / union if union else 0.0
 
 

@@ -873,9 +873,8 @@ def _same_file(a: Match, b: Match) -> bool:
 
 def _shares_region(b: Match, a: Match) -> bool:
     """Does most of `b`'s copied region of the query lie inside `a`'s?"""
-    (bx0, by0, bx1, by1), (ax0, ay0, ax1, ay1) = b.explanation.query_region, a.explanation.query_region
-    inside = max(0, min(ax1, bx1) - max(ax0, bx0)) * max(0, min(ay1, by1) - max(ay0, by0))
-    return inside >= SHARED_REGION * max(1, (bx1 - bx0) * (by1 - by0))
+    inside = hashing.overlap(b.explanation.query_region, a.explanation.query_region)
+    return inside >= SHARED_REGION * max(1, hashing.area(b.explanation.query_region))
 
 
 def _same_photo(a: Explanation, b: Explanation) -> bool:
@@ -947,18 +946,10 @@ def _explain(q: _Query, picture: _Picture, ref: Reference, check: verify.DenseCh
         structure=round(check.structure, 3), colour=round(check.colour, 3),
         coverage=round(verify.share_inside(q.texture, quad), 3), query_outline=outline,
         transform=tuple(tuple(round(float(v), 5) for v in row) for row in transform),
-        reference_share=round(_overlap(ref_region, ref.box) / max(1, _area(ref.box)), 3),
-        query_share=round(min(1.0, query_share / max(1, _area(q.view.box))), 3),
+        reference_share=round(hashing.overlap(ref_region, ref.box) / max(1, hashing.area(ref.box)), 3),
+        query_share=round(min(1.0, query_share / max(1, hashing.area(q.view.box))), 3),
         colour_removed=check.colour_removed, recoloured=check.recoloured,
     )
-
-
-def _area(box: tuple[int, int, int, int]) -> int:
-    return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
-
-
-def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
-    return _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
 
 
 def _unexplained(method: str, check: verify.DenseCheck | None = None) -> Explanation:

@@ -215,9 +215,6 @@ class Canvas:
     thin: np.ndarray  # blocks of thin detail on the background (see THIN_KEPT), bool
     background: np.ndarray  # 1 on the plain background (before EDGE), float32, ch × cw
     background_share: np.ndarray  # block means of background (at least 1e-6: a divisor)
-    background_rgb: np.ndarray  # mean colour of each block's background pixels
-    block_mean: np.ndarray  # mean grey over each block's pixels, all of them
-    block_std: np.ndarray  # standard deviation of grey over each block's pixels
 
     @classmethod
     def of(cls, thumb: np.ndarray) -> Canvas:
@@ -244,22 +241,41 @@ class Canvas:
             background: np.ndarray, known: Canvas | None = None) -> Canvas:
         """The canvas with its block statistics, made once per canvas (every comparison with it
         reads them); what depends on the masks only is taken from `known` when given."""
-        inside = foreground * grey
         share = np.maximum(_block_means(foreground), 1e-6) if known is None else known.foreground_share
-        mean = _block_means(inside) / share
-        std = np.sqrt(np.maximum(_block_means(inside * grey) / share - mean**2, 0))
+        mean, std, _ = _mean_std(grey, foreground, share)
         block_lab = cv2.cvtColor(_block_means(rgb), cv2.COLOR_RGB2LAB).astype(np.float32)
-        block_mean = _block_means(grey)
-        block_std = np.sqrt(np.maximum(_block_means(grey * grey) - block_mean**2, 0))
-        if known is None:
-            background_share = np.maximum(_block_means(background), 1e-6)
-            before = 1.0 - _block_means(background)
-            thin = (share < FOREGROUND_SHARE) & (before >= THIN_MIN) & (share < THIN_KEPT * before)
-        else:
-            background_share, thin = known.background_share, known.thin
-        background_rgb = _block_means(rgb.astype(np.float32) * background[..., None]) / background_share[..., None]
-        return cls(rgb, grey, small, foreground, share, mean, std, block_lab, thin & (block_std > TEXTURE_STD),
-                   background, background_share, background_rgb, block_mean, block_std)
+        if known is not None:  # the texture test is the comparison's (see _compare_blocks)
+            return cls(rgb, grey, small, foreground, share, mean, std, block_lab, known.thin, background,
+                       known.background_share)
+        before = 1.0 - _block_means(background)
+        thin = (share < FOREGROUND_SHARE) & (before >= THIN_MIN) & (share < THIN_KEPT * before)
+        canvas = cls(rgb, grey, small, foreground, share, mean, std, block_lab, thin, background,
+                     np.maximum(_block_means(background), 1e-6))
+        # with texture only; set while the canvas is made, its all-pixel statistics kept for later
+        object.__setattr__(canvas, "thin", thin & (canvas.block_std > TEXTURE_STD))
+        return canvas
+
+    # Statistics of every pixel of a block and of its background's colour: only a comparison with
+    # thin detail in it reads them (most canvases, and most of their coarser copies, never do).
+    @functools.cached_property
+    def _all_pixels(self) -> tuple[np.ndarray, np.ndarray]:
+        mean, std, _ = _mean_std(self.grey)
+        return mean, std
+
+    @property
+    def block_mean(self) -> np.ndarray:
+        """Mean grey over each block's pixels, all of them."""
+        return self._all_pixels[0]
+
+    @property
+    def block_std(self) -> np.ndarray:
+        """Standard deviation of grey over each block's pixels."""
+        return self._all_pixels[1]
+
+    @functools.cached_property
+    def background_rgb(self) -> np.ndarray:
+        """Mean colour of each block's background pixels."""
+        return _block_means(self.rgb.astype(np.float32) * self.background[..., None]) / self.background_share[..., None]
 
     @property
     def size(self) -> tuple[int, int]:
@@ -473,6 +489,25 @@ def _block_means(image: np.ndarray) -> np.ndarray:
     return cv2.resize(image, (w // BLOCK, h // BLOCK), interpolation=cv2.INTER_AREA)
 
 
+def _mean_std(values: np.ndarray, weight: np.ndarray | None = None,
+              share: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per block: the mean and standard deviation of `values` over the pixels `weight` keeps (all
+    of them without), `share` being the block means of `weight`; and the weighted values."""
+    inside = values if weight is None else weight * values
+    mean = _block_means(inside) / share
+    return mean, np.sqrt(np.maximum(_block_means(inside * values) / share - mean**2, 0)), inside
+
+
+def _correlation(reference_grey: np.ndarray, reference_mean: np.ndarray, reference_std: np.ndarray,
+                 query: np.ndarray, weight: np.ndarray | None = None,
+                 share: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per block: the normalised cross-correlation of the query with the reference over the
+    pixels `weight` keeps (see `_mean_std`), and the query's standard deviation there."""
+    query_mean, query_std, inside = _mean_std(query, weight, share)
+    product = _block_means(inside * reference_grey) / share
+    return (product - reference_mean * query_mean) / (reference_std * query_std + 1e-6), query_std
+
+
 def _compare_blocks(reference: Canvas, warped: np.ndarray, mask: np.ndarray, blocks_per_view: float = 1.0) -> DenseCheck:
     """The share of the reference's textured foreground blocks that the query reproduces (each by
     how well it correlates over the block's foreground pixels, see NCC_LOW and NCC_HIGH).
@@ -489,22 +524,18 @@ def _compare_blocks(reference: Canvas, warped: np.ndarray, mask: np.ndarray, blo
     if not covered.any():
         return DenseCheck(0.0, 0.0, 0, (0, 0, 0, 0), _NO_ALIGNMENT)
     query = cv2.cvtColor(warped, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    inside = reference.foreground * query
-    share, ref_mean, ref_std = reference.foreground_share, reference.foreground_mean, reference.foreground_std
-    q_mean, q_square = _block_means(inside) / share, _block_means(inside * query) / share
-    product = _block_means(inside * reference.grey) / share
-    query_std = np.sqrt(np.maximum(q_square - q_mean**2, 0))
-    ncc = (product - ref_mean * q_mean) / (ref_std * query_std + 1e-6)
+    ref_std = reference.foreground_std
+    ncc, query_std = _correlation(reference.grey, reference.foreground_mean, ref_std, query,
+                                  reference.foreground, reference.foreground_share)
     foreground = covered & (reference.foreground_share >= FOREGROUND_SHARE)
     compared = foreground & (ref_std > TEXTURE_STD)
     thin = covered & reference.thin
     if thin.any():  # thin detail, compared over all its block where the copy kept the background
+        thin &= reference.block_std > TEXTURE_STD
         kept = _block_means(warped.astype(np.float32) * reference.background[..., None]) / reference.background_share[..., None]
         thin &= np.linalg.norm(kept - reference.background_rgb, axis=2) < KEPT_RGB
     if thin.any():
-        all_mean = _block_means(query)
-        all_std = np.sqrt(np.maximum(_block_means(query * query) - all_mean**2, 0))
-        all_ncc = (_block_means(query * reference.grey) - reference.block_mean * all_mean) / (reference.block_std * all_std + 1e-6)
+        all_ncc, all_std = _correlation(reference.grey, reference.block_mean, reference.block_std, query)
         ncc, query_std = np.where(thin, all_ncc, ncc), np.where(thin, all_std, query_std)
         compared = compared | thin
     extra = foreground & ~compared & (query_std > TEXTURE_STD)
