@@ -16,6 +16,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 import imguard
+from imguard import fingerprint, verify
 
 from make_fixtures import skimage_data_dir
 
@@ -178,3 +179,39 @@ def test_a_greyscale_copy_lists_every_colour_variant_that_fits(products, tmp_pat
     assert len(first_only) == 1 and not first_only[0].variants  # names only matches it reports
     assert named(coloured)[:1] == ["render.jpg"] and not coloured[0].variants
     assert "render_other_colour.jpg" not in named(coloured)
+
+
+# A white T-shirt on white, with a faint grey outline and a print
+TEE = [(200, 80), (270, 60), (370, 60), (440, 80), (580, 190), (530, 260), (470, 220), (470, 600),
+       (170, 600), (170, 220), (110, 260), (60, 190)]
+
+
+def white_tee() -> Image.Image:
+    """A white T-shirt on white, its body a shade off the background, its print a photo."""
+    picture = Image.new("RGB", (SIDE, SIDE), "white")
+    ImageDraw.Draw(picture).polygon(TEE, fill=(252, 252, 252), outline=(220, 220, 220), width=6)
+    art = photo("astronaut.png").crop((140, 20, 360, 240)).resize((180, 180))
+    picture.paste(art, (SIDE // 2 - 90, 240))
+    return picture
+
+
+def test_a_white_garment_on_white_is_a_product_not_background(tmp_path):
+    """Its body is the background's colour and a faint grey line outlines it: the plain
+    background stops at the outline (the body used to read as background, leaving the print the
+    only thing compared), and a copy and a cut-out of the shirt, its white body kept, are found."""
+    tee = white_tee()
+    thumb = np.asarray(tee.resize((256, 256), Image.LANCZOS))
+    background = verify.plain_background(thumb)
+    assert background[5, 5] and background[250, 128]  # around the shirt
+    assert not background[220, 128] and not background[100, 80] and not background[40, 128]  # body, sleeve, below the collar
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        cat.add([str(save(tee, tmp_path / "own" / "tee.png"))], jobs=1)
+        stored = fingerprint.decode_thumbnail(cat.store.reference(min(cat.store.ids())).thumbnail)
+        copy = scan_one(cat, save(tee, tmp_path / "copy.jpg", 0.7))
+        mask = Image.new("L", (SIDE, SIDE), 0)
+        ImageDraw.Draw(mask).polygon(TEE, fill=255, outline=255, width=6)
+        cut = scan_one(cat, save(Image.composite(tee, Image.new("RGB", (SIDE, SIDE), (40, 90, 160)), mask),
+                                 tmp_path / "cutout.jpg", 0.75))
+    assert verify.plain_background(stored).mean() < 0.5  # the catalog's JPEG thumbnail too
+    assert named(copy)[:1] == ["tee.png"] and copy[0].kind == "copy"
+    assert named(cut)[:1] == ["tee.png"] and cut[0].kind == "copy"
