@@ -76,20 +76,8 @@ def diagnose(path: str, reference: Reference, canvas: verify.Canvas) -> dict:
     alignment = verify.match_keypoints(points, descriptors, reference.keypoints, reference.descriptors, mirrored)
     out = {"shared": max(shared), "inliers": alignment.inliers if alignment else 0, "compared": 0, "covered": 0}
     if alignment is not None:
-        seen: list[tuple[int, int]] = []
-        real = verify._compare_blocks
-
-        def counting(ref, warped, mask, blocks_per_view=1.0):
-            check = real(ref, warped, mask, blocks_per_view)
-            seen.append((check.blocks, int((verify._block_means(mask.astype(np.float32)) > 254.5).sum())))
-            return check
-
-        verify._compare_blocks = counting
-        try:
-            verify.dense_check(canvas, reference.view_size, view.rgb, alignment)
-        finally:
-            verify._compare_blocks = real
-        out["compared"], out["covered"] = max(seen)
+        check = verify.dense_check(canvas, reference.view_size, view.rgb, alignment)
+        out["compared"], out["covered"] = check.blocks, check.covered_blocks
     return out
 
 

@@ -172,7 +172,7 @@ def regions(rgb: np.ndarray) -> list[Box]:
     ranked = sorted(kept, key=lambda b: (not found[b], -(b[2] - b[0]) * (b[3] - b[1]), b))
     cells = grid_cells(rgb)
     boxes = cells + [box for box in (_trim_within(rgb, b, step) for b in ranked)
-                     if not any(_overlap_share(box, cell) > 0.8 for cell in cells)]
+                     if not any(iou(box, cell) > 0.8 for cell in cells)]
     return boxes[:REGION_LIMIT]
 
 
@@ -239,7 +239,7 @@ def overlap(a: Box, b: Box) -> int:
     return area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
 
 
-def _overlap_share(a: Box, b: Box) -> float:
+def iou(a: Box, b: Box) -> float:
     """Intersection over union of two boxes."""
     inter = overlap(a, b)
     union = area(a) + area(b) - inter

@@ -140,6 +140,7 @@ class DenseCheck:
     hue_turn: float = 0.0  # degrees the colourful blocks' hues turned from reference to query, [0, 180]
     identical: float = 0.0  # share of the compared blocks that agree fully
     different: float = 0.0  # share of the compared blocks that are textured in the query too and do not agree at all
+    covered_blocks: int = 0  # blocks of the reference the query covers: `blocks` of them compared
 
     @property
     def partial(self) -> bool:
@@ -497,9 +498,9 @@ def plain_background(rgb: np.ndarray) -> np.ndarray:
         return nothing
     background = _reached(near, 8)
     # what the flood reaches only through an outline, when it is large, is a product of the colour
-    reached = _reached(near & ~_outlines(lab[..., 0]), 4).astype(np.uint8)
-    reached = cv2.dilate(reached, np.ones((3, 3), np.uint8), iterations=OUTLINE_GAP + EDGE_BACK) > 0
-    _, labels, stats, _ = cv2.connectedComponentsWithStats((background & ~reached).astype(np.uint8), connectivity=8)
+    outside = _reached(near & ~_outlines(lab[..., 0]), 4).astype(np.uint8)
+    outside = cv2.dilate(outside, np.ones((3, 3), np.uint8), iterations=OUTLINE_GAP + EDGE_BACK) > 0
+    _, labels, stats, _ = cv2.connectedComponentsWithStats((background & ~outside).astype(np.uint8), connectivity=8)
     large = np.nonzero(stats[:, cv2.CC_STAT_AREA] >= ENCLOSED_BLOCKS * BLOCK * BLOCK)[0]
     background &= ~np.isin(labels, large[large > 0])
     return background if background.mean() <= 1.0 - MIN_FOREGROUND else nothing
@@ -605,7 +606,7 @@ def _compare_blocks(reference: Canvas, warped: np.ndarray, mask: np.ndarray, blo
     box = (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)
     return DenseCheck(structure=structure, colour=colour, blocks=count, covered=box, alignment=_NO_ALIGNMENT,
                       colour_removed=colour_removed(query_ab, ref_chroma, query_chroma), hue_turn=hue_turn(ref_ab, query_ab),
-                      identical=identical, different=different)
+                      identical=identical, different=different, covered_blocks=int(covered.sum()))
 
 
 def colour_removed(query_ab: np.ndarray, reference_chroma: np.ndarray, query_chroma: np.ndarray) -> bool:

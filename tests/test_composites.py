@@ -46,20 +46,12 @@ def collage(fixtures, tmp_path_factory):
     return path, boxes
 
 
-def _overlap(a, b) -> float:
-    """Intersection over union of two boxes."""
-    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union
-
-
 def test_regions_are_the_cells_of_a_collage(collage):
     path, boxes = collage
     with Image.open(path) as image:
         found = hashing.regions(np.asarray(image.convert("RGB")))
     for box in boxes:
-        assert max(_overlap(box, f) for f in found) >= 0.9, (box, found)
+        assert max(hashing.iou(box, f) for f in found) >= 0.9, (box, found)
 
 
 def test_a_plain_photo_has_no_regions(fixtures):
@@ -96,7 +88,7 @@ def test_every_cell_of_a_3x3_grid_is_a_region_gaps_or_not(fixtures, gap):
     image, boxes = _grid(fixtures, gap)
     found = hashing.regions(np.asarray(image))
     for box in boxes:
-        assert max(_overlap(box, f) for f in found) >= 0.8, (box, found)
+        assert max(hashing.iou(box, f) for f in found) >= 0.8, (box, found)
 
 
 def test_no_photo_of_the_fixtures_is_taken_for_a_grid(fixtures):
@@ -113,7 +105,7 @@ def test_a_photo_in_the_last_cell_of_a_3x3_grid_is_found(fixtures, indexed, tmp_
     image.save(path, quality=88)
     matches = [m for m in indexed.scan(path, jobs=1) if os.path.basename(m.reference) == "chelsea.jpg"]
     assert matches and matches[0].kind == "copy", [(m.reference, m.score) for m in indexed.scan(path, threshold=0, jobs=1)]
-    assert _overlap(matches[0].explanation.query_region, boxes[-1]) >= 0.7, matches[0].explanation
+    assert hashing.iou(matches[0].explanation.query_region, boxes[-1]) >= 0.7, matches[0].explanation
 
 
 def test_both_pictures_of_a_collage_are_found_each_in_its_place(indexed, collage):
@@ -121,8 +113,8 @@ def test_both_pictures_of_a_collage_are_found_each_in_its_place(indexed, collage
     matches = list(indexed.scan(path, jobs=1))
     where = {os.path.basename(m.reference): m.explanation.query_region for m in matches}
     assert set(where) == {"chelsea.jpg", "rocket.jpg"}, [(m.reference, m.score) for m in matches]
-    assert _overlap(where["chelsea.jpg"], left) >= 0.8, where
-    assert _overlap(where["rocket.jpg"], right) >= 0.8, where
+    assert hashing.iou(where["chelsea.jpg"], left) >= 0.8, where
+    assert hashing.iou(where["rocket.jpg"], right) >= 0.8, where
     for m in matches:
         assert 0 < m.explanation.coverage < 0.8  # each explains only its part of the collage
 
@@ -191,7 +183,7 @@ def test_the_detail_in_a_grid_is_explained_by_the_detail(fixtures, with_detail, 
     x0, y0, x1, y1 = boxes[4]
     image.paste(detail.resize((x1 - x0, y1 - y0)), (x0, y0))
     image.save(tmp_path / "tile.jpg", quality=88)
-    matches = [m for m in with_detail.scan(tmp_path / "tile.jpg", jobs=1) if _overlap(m.explanation.query_region, boxes[4]) >= 0.5]
+    matches = [m for m in with_detail.scan(tmp_path / "tile.jpg", jobs=1) if hashing.iou(m.explanation.query_region, boxes[4]) >= 0.5]
     assert [os.path.basename(m.reference) for m in matches] == ["coffee_detail.jpg"], [(m.reference, m.score) for m in matches]
 
     # Had the photo verified a little better in that cell (it can: it shows those pixels at twice
