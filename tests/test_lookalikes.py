@@ -215,3 +215,18 @@ def test_a_white_garment_on_white_is_a_product_not_background(tmp_path):
     assert verify.plain_background(stored).mean() < 0.5  # the catalog's JPEG thumbnail too
     assert named(copy)[:1] == ["tee.png"] and copy[0].kind == "copy"
     assert named(cut)[:1] == ["tee.png"] and cut[0].kind == "copy"
+
+
+def test_a_sepia_copy_of_a_near_grey_product_is_a_copy_not_a_recolour(tmp_path):
+    """A steel-grey product with a faint cool cast, and its sepia copy: the faint hue turns half
+    way round the colour wheel, but two tints are no product colours: no recolour, a copy. A
+    recolour needs colour in both (verify.RECOLOUR_TURN); the render test above keeps that."""
+    grey = texture("camera.png", (96, 32, 416, 352)).convert("L")
+    steel = on_background(ImageOps.colorize(grey, (10, 14, 26), (226, 236, 252)), silhouette())
+    sepia = on_background(ImageOps.colorize(grey, (38, 24, 8), (255, 238, 204)), silhouette())
+    own = save(steel, tmp_path / "own" / "steel.jpg")
+    with imguard.Catalog.open(tmp_path / "guard") as catalog:
+        catalog.add([str(own)], jobs=1)
+        matches = scan_one(catalog, save(sepia, tmp_path / "sepia.jpg", 0.8))
+    assert named(matches) == ["steel.jpg"] and matches[0].kind == "copy"
+    assert not matches[0].explanation.recoloured
