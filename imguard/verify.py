@@ -143,6 +143,7 @@ class DenseCheck:
     alignment: Alignment  # the alignment after refinement: what the blocks were compared under
     colour_removed: bool = False  # the query shows no colour, or one faint tint, where the reference has colour
     hue_turn: float = 0.0  # degrees the colourful blocks' hues turned from reference to query, [0, 180]
+    faint: bool = False  # both pictures show at most a faint tint: their hue turn tells no recolour
     identical: float = 0.0  # share of the compared blocks that agree fully
     different: float = 0.0  # share of the compared blocks that are textured in the query too and do not agree at all
     covered_blocks: int = 0  # blocks of the reference the query covers: `blocks` of them compared
@@ -154,7 +155,7 @@ class DenseCheck:
 
     @property
     def recoloured(self) -> bool:
-        return self.hue_turn > RECOLOUR_TURN and not self.colour_removed
+        return self.hue_turn > RECOLOUR_TURN and not self.colour_removed and not self.faint
 
     @property
     def score(self) -> float:
@@ -604,22 +605,23 @@ def _compare_blocks(reference: Canvas, warped: np.ndarray, mask: np.ndarray, blo
     ref_ab, query_ab = ref_lab[..., 1:][judged] - 128, query_lab[..., 1:][judged] - 128
     distance = np.linalg.norm(ref_ab - query_ab, axis=-1)
     ref_chroma, query_chroma = np.linalg.norm(ref_ab, axis=-1), np.linalg.norm(query_ab, axis=-1)
+    ref_p90, query_p90 = _p90(ref_chroma), _p90(query_chroma)
     colourful = np.maximum(ref_chroma, query_chroma) + CHROMA_FLOOR
     colour = float((colourful * np.exp(-distance / CHROMA_SCALE)).sum() / colourful.sum())
 
     ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     box = (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)
     return DenseCheck(structure=structure, colour=colour, blocks=count, covered=box, alignment=_NO_ALIGNMENT,
-                      colour_removed=colour_removed(query_ab, ref_chroma, query_chroma),
-                      hue_turn=hue_turn(ref_ab, query_ab, ref_chroma, query_chroma),
+                      colour_removed=colour_removed(query_ab, query_chroma, ref_p90, query_p90),
+                      hue_turn=hue_turn(ref_ab, query_ab), faint=max(ref_p90, query_p90) < TINT_CHROMA,
                       identical=identical, different=different, covered_blocks=int(covered.sum()))
 
 
-def colour_removed(query_ab: np.ndarray, reference_chroma: np.ndarray, query_chroma: np.ndarray) -> bool:
+def colour_removed(query_ab: np.ndarray, query_chroma: np.ndarray, reference_p90: float, query_p90: float) -> bool:
     """Do the query's blocks (N×2 Lab a*b*, and their chroma) show no colour, or one faint tint,
-    where the reference's show colour (see TINT_CHROMA)?"""
-    query_p90 = _p90(query_chroma)
-    if query_p90 >= TINT_CHROMA or _p90(reference_chroma) < query_p90 + REMOVED_CHROMA:
+    where the reference's show colour (see TINT_CHROMA)? `*_p90`: each picture's 90th percentile
+    of block chroma."""
+    if query_p90 >= TINT_CHROMA or reference_p90 < query_p90 + REMOVED_CHROMA:
         return False
     weight = np.maximum(query_chroma - CHROMA_FLOOR, 0.0)  # JPEG noise on grey has no hue
     if weight.sum() < 1e-6:
@@ -628,13 +630,9 @@ def colour_removed(query_ab: np.ndarray, reference_chroma: np.ndarray, query_chr
     return float(np.linalg.norm((hues * weight[:, None]).sum(axis=0))) >= ONE_HUE * float(weight.sum())
 
 
-def hue_turn(reference_ab: np.ndarray, query_ab: np.ndarray, reference_chroma: np.ndarray,
-             query_chroma: np.ndarray) -> float:
-    """How many degrees the hues turned from reference to query blocks (N×2 Lab a*b*, and their
-    chroma): the chroma-weighted circular mean of the turn over blocks with colour in both; 0
-    when both pictures show at most a faint tint (see RECOLOUR_TURN), or few blocks have colour."""
-    if max(_p90(reference_chroma), _p90(query_chroma)) < TINT_CHROMA:
-        return 0.0
+def hue_turn(reference_ab: np.ndarray, query_ab: np.ndarray) -> float:
+    """How many degrees the hues turned from reference to query blocks (N×2 Lab a*b*): the
+    chroma-weighted circular mean of the turn over blocks with colour in both; 0 without such."""
     ref = reference_ab[:, 0] + 1j * reference_ab[:, 1]
     query = query_ab[:, 0] + 1j * query_ab[:, 1]
     weight = np.minimum(np.abs(ref), np.abs(query)) - HUE_CHROMA
