@@ -32,6 +32,7 @@ from .fingerprint import FINGERPRINT_VERSION, Fingerprint
 # 4: history (imguard.history): runs, run_sources, competitor_images, findings, marks
 SCHEMA_VERSION = 4
 DB_NAME = "catalog.sqlite"
+BUSY_TIMEOUT = 30.0  # seconds a connection waits for another's write before it fails
 METADATA_FIELDS = ("sku", "asin", "url", "title")
 _FILE_COLUMNS = ("path", "abspath", "sha256", "nbytes", "mtime", "width", "height", "box_x0", "box_y0",
                  "box_x1", "box_y1", "view_w", "view_h", "phash", "dhash", "fingerprint_version", "added_at")
@@ -185,7 +186,7 @@ def connect_readonly(path: str) -> sqlite3.Connection:
     instead (nothing can change it there), unless a write-ahead log with content lies beside it
     (commits not yet in the store, which an immutable open would not see)."""
     uri = "file:" + urllib.parse.quote(os.fsencode(path))
-    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT, check_same_thread=False)
     try:
         db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # connecting is lazy: read
         return db
@@ -194,7 +195,23 @@ def connect_readonly(path: str) -> sqlite3.Connection:
         wal = path + "-wal"
         if os.access(os.path.dirname(path) or ".", os.W_OK) or (os.path.exists(wal) and os.path.getsize(wal)):
             raise
-    return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=30, check_same_thread=False)
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=BUSY_TIMEOUT, check_same_thread=False)
+
+
+def write_ahead(db: sqlite3.Connection, timeout: float = BUSY_TIMEOUT) -> None:
+    """Switch `db` to write-ahead logging. When two processes create a store at once (two cron
+    jobs on a new catalog), SQLite answers "locked" to the second at once, without its busy wait
+    (the switch needs the file alone, and waiting could deadlock): ask again until the first is
+    done, as long as any other wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -281,8 +298,8 @@ class Store:
             if readonly:
                 db = connect_readonly(path)
             else:
-                db = sqlite3.connect(path, timeout=30, check_same_thread=False)
-                db.execute("PRAGMA journal_mode=WAL")
+                db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, check_same_thread=False)
+                write_ahead(db)
                 db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
             store = cls(db, path)
