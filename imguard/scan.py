@@ -70,6 +70,9 @@ SIBLING_NEAR = 0.2  # a sibling this much less confident can still outrank by ex
 SIBLING_COVERAGE = 0.2  # "explains more of the query" by at least this share
 SIBLING_SAME = 0.1  # structure and coverage this close: the same photo
 SIBLING_COLOUR = 0.15  # colour agreement this much better: the copied colour variant
+# A render and its recolour trim to the same box but for an edge pixel the recolour changed
+# (512 × 510 against 512 × 508 px views): views this close in each side may share an alignment.
+VIEW_SLACK = 0.02
 SHARED_REGION = 0.7  # two matches whose query regions overlap this much explain the same copy
 PLAUSIBLE_SCALE = 1.25  # a copy is rarely enlarged more than this from its source
 ENLARGED_SCALE = 1.5
@@ -290,6 +293,8 @@ class _Query:
     results: dict[int, Match] = field(default_factory=dict)
     # catalog image id → the hash hits on it: (picture, mirrored, Hamming distance)
     hash_hits: dict[int, list[tuple[_Picture, bool, int]]] = field(default_factory=dict)
+    # catalog image id → its best dense check yet and where: (picture, method, check)
+    checks: dict[int, tuple[_Picture, str, verify.DenseCheck]] = field(default_factory=dict)
     _texture: np.ndarray | None = None
 
     @property
@@ -452,6 +457,7 @@ class Matcher:
         composites = [q for q in unresolved if q.regions and not _resolved(q)]
         self._feature_candidates([(q, picture) for q in composites for picture in _fine_regions(q)])
         for outcome, q in batch:
+            self._borrow_alignments(q)
             outcome.matches = select(list(q.results.values()), self.threshold, self.top)
             if self.keep_prints:
                 outcome.prints = self._prints(q)
@@ -639,12 +645,37 @@ class Matcher:
         check = verify.dense_check(self._canvas(ref), ref.view_size, picture.checked, alignment,
                                    query_detail=picture.detail)
         score = round(check.score, 4)
+        known = q.checks.get(ref.id)
+        if known is None or check.score > known[2].score:
+            q.checks[ref.id] = (picture, method, check)
         if score < self.explains_from:
             # no regions and coverage: ~1 ms a verification, and most of a non-matching query's
             # verifications are this weak
             return self._match(q, ref, score, _unexplained(method, check))
         match = self._match(q, ref, score, _explain(q, picture, ref, check, method))
         return dataclasses.replace(match, kind="partial") if check.partial else match
+
+    def _borrow_alignments(self, q: _Query) -> None:
+        """Colour variants of one render share its geometry, but each found its own alignment
+        (its own keypoints, its own refinement), and the copied variant's may be the worse one:
+        a copy of a purple chair aligned less well on the purple render than on the magenta
+        one, whose shapes then agreed more and outscored it, its colours wrong. A candidate the
+        query agrees with in colour better than with a better-aligned one of the same view size
+        (within VIEW_SLACK) is checked again under that one's alignment, when it verified a copy
+        (DEFAULT_THRESHOLD, whatever the scan's threshold); the better check of the two is kept."""
+        checks = list(q.checks.items())  # as verified: a borrowed check lends nothing further
+        for image_id, (_, _, own) in checks:
+            ref = self.reference(image_id)
+            donors = [(check.structure, picture, method, check.alignment, self.reference(other).view_size)
+                      for other, (picture, method, check) in checks
+                      if other != image_id and check.score >= DEFAULT_THRESHOLD
+                      and check.structure > own.structure and check.colour < own.colour
+                      and _same_size(self.reference(other).view_size, ref.view_size)]
+            if donors:
+                _, picture, method, alignment, size = max(donors, key=lambda donor: donor[0])
+                to_own = np.diag([ref.view_size[0] / size[0], ref.view_size[1] / size[1]])
+                borrowed = dataclasses.replace(alignment, matrix=to_own @ alignment.matrix)
+                self._keep(q, image_id, self._verified(q, picture, ref, borrowed, method))
 
     def _unverified(self, q: _Query, ref: Reference) -> Match:
         """A candidate that failed verification: reported only with threshold 0 (evaluation)."""
@@ -881,6 +912,10 @@ def _shares_region(b: Match, a: Match) -> bool:
     """Does most of `b`'s copied region of the query lie inside `a`'s?"""
     inside = hashing.overlap(b.explanation.query_region, a.explanation.query_region)
     return inside >= SHARED_REGION * max(1, hashing.area(b.explanation.query_region))
+
+
+def _same_size(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return all(abs(x - y) <= VIEW_SLACK * max(x, y) for x, y in zip(a, b))
 
 
 def _same_photo(a: Explanation, b: Explanation) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
@@ -230,3 +231,33 @@ def test_a_sepia_copy_of_a_near_grey_product_is_a_copy_not_a_recolour(tmp_path):
         matches = scan_one(catalog, save(sepia, tmp_path / "sepia.jpg", 0.8))
     assert named(matches) == ["steel.jpg"] and matches[0].kind == "copy"
     assert not matches[0].explanation.recoloured
+
+
+def test_the_copied_colour_variant_ranks_first_when_its_own_alignment_came_out_worse(products, tmp_path, monkeypatch):
+    """Two colour variants of one render (hues 60° apart: no recolour by the hue rule) and a
+    cut-out copy of one of them. Each variant is aligned by its own keypoints; when the copied
+    variant's fit comes out worse (here turned by 4°, as an unlucky RANSAC fit may), the other
+    variant's shapes agree more. The copied one is checked again under the other's alignment,
+    and its colours put it first."""
+    own = tmp_path / "own"
+    save(products["render"], own / "render.jpg")
+    save(hue_turned(products["render"], 60), own / "render_variant.jpg")
+    mask = np.asarray(products["mask"]) > 127
+    cut = on_background(products["render"], mask, Image.new("RGB", (SIDE, SIDE), (40, 90, 160)))
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        cat.add(sorted(str(p) for p in own.iterdir()), jobs=1)
+        copied = next(cat.store.reference(i) for i in cat.store.ids() if cat.store.reference(i).path.endswith("render.jpg"))
+        fit = verify.match_keypoints
+
+        def unlucky(points, descriptors, reference_points, reference_descriptors, mirrored):
+            alignment = fit(points, descriptors, reference_points, reference_descriptors, mirrored)
+            if alignment is None or not np.array_equal(reference_descriptors, copied.descriptors):
+                return alignment
+            w, h = copied.view_size
+            turn = np.vstack([cv2.getRotationMatrix2D((w / 2, h / 2), 4.0, 1.0), [0, 0, 1]])
+            return verify.Alignment(turn[:2] @ np.vstack([alignment.matrix, [0, 0, 1]]), mirrored, alignment.inliers)
+
+        monkeypatch.setattr(verify, "match_keypoints", unlucky)
+        matches = scan_one(cat, save(cut, tmp_path / "cutout.jpg", 0.75), threshold=0.0)
+    assert named(matches)[:1] == ["render.jpg"] and matches[0].kind == "copy"
+    assert matches[0].score >= imguard.DEFAULT_THRESHOLD
