@@ -68,6 +68,13 @@ VOTED_CANDIDATES = 4  # catalog images verified per query, best-voted first
 # recolours of one photo). See `rank_siblings`.
 SIBLING_NEAR = 0.2  # a sibling this much less confident can still outrank by explaining better
 SIBLING_COVERAGE = 0.2  # "explains more of the query" by at least this share
+# ...or by this factor, agreeing as well (structure within SIBLING_SAME): where the copy is a small
+# part of the query (a listing screenshot's main image, a paste), a share says little. In the
+# accuracy benchmark (2026-12-04), 4 copies of a photo ranked its zoomed detail shot first: the
+# photo covered 0.36, 0.26, 0.21 and 0.13 of the query, the detail 0.19, 0.07, 0.10 and 0.05, both
+# agreeing alike. The other way round, a detail copied, the photo's outline reaches past it onto
+# the page, which disagrees: its structure falls, and the detail keeps its place.
+SIBLING_WIDER = 1.5
 SIBLING_SAME = 0.1  # structure and coverage this close: the same photo
 SIBLING_COLOUR = 0.15  # colour agreement this much better: the copied colour variant
 # A render and its recolour trim to the same box but for an edge pixel the recolour changed
@@ -926,6 +933,8 @@ def _outranks(a: Explanation, b: Explanation) -> bool:
     if a.matched_by == "sha256" or b.matched_by == "sha256":
         return a.matched_by == "sha256" and b.matched_by != "sha256"
     if a.coverage >= b.coverage + SIBLING_COVERAGE:
+        return True
+    if 0 < SIBLING_WIDER * b.coverage <= a.coverage and a.structure >= b.structure - SIBLING_SAME:
         return True
     # The same part of the query, which shows all of `a` and only a part of `b`: `a` is the picture
     # copied (a detail shot pasted into a tile, not the photo whose middle it shows). All of `a`,

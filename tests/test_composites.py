@@ -11,7 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 import imguard
@@ -198,6 +198,37 @@ def test_the_detail_in_a_grid_is_explained_by_the_detail(fixtures, with_detail, 
     # ...but not a picture shown only mostly: a tight crop of the photo shows most of a detail too.
     most = dataclasses.replace(detail, explanation=dataclasses.replace(detail.explanation, reference_share=0.75))
     assert scan.select([photo, most], 0.5, None) == [photo]
+
+
+def test_a_listing_screenshot_of_the_photo_is_explained_by_the_photo_not_by_its_detail(fixtures, with_detail, tmp_path):
+    """A marketplace page showing coffee.jpg as its main image, beside a title, buttons and text:
+    the photo covers a small share of the page, and its detail a smaller one inside it. The
+    photo, which explains more of the page as well, is the one reported."""
+    page = Image.new("RGB", (1280, 820), "white")
+    draw = ImageDraw.Draw(page)
+    draw.rectangle((0, 0, 1280, 60), fill=(35, 47, 62))
+    for row in range(12):  # lines of text: a title, a price, bullet points
+        draw.rectangle((640, 120 + 40 * row, 640 + 520 - 23 * (row % 5), 136 + 40 * row), fill=(60, 60, 60))
+    draw.rounded_rectangle((640, 640, 900, 690), 12, fill=(255, 164, 28))
+    with Image.open(fixtures.catalog / "coffee.jpg") as photo:
+        main = photo.convert("RGB").resize((460, round(460 * photo.height / photo.width)), Image.Resampling.LANCZOS)
+    page.paste(main, (80, 110))
+    page.save(tmp_path / "listing.jpg", quality=85)
+    box = (80, 110, 80 + main.width, 110 + main.height)
+    matches = [m for m in with_detail.scan(tmp_path / "listing.jpg", jobs=1) if hashing.iou(m.explanation.query_region, box) >= 0.5]
+    assert [os.path.basename(m.reference) for m in matches][:1] == ["coffee.jpg"], [(m.reference, m.score) for m in matches]
+
+    # Had the detail verified a little better in its part of the main image, the photo, which
+    # explains twice its share of the page and agrees as well, must still come first.
+    from imguard import scan
+
+    found = matches[0]
+    explanation = found.explanation
+    detail = dataclasses.replace(found, reference="coffee_detail.jpg", score=found.score + 0.01,
+                                 evidence=dataclasses.replace(found.evidence, reference_sha256="other"),
+                                 explanation=dataclasses.replace(explanation, coverage=explanation.coverage / 2))
+    assert explanation.coverage / 2 < scan.SIBLING_COVERAGE  # the difference alone would not tell
+    assert scan.select([detail, found], 0.5, None)[0] is found
 
 
 def test_a_copy_of_a_composite_is_explained_by_the_composite_not_by_its_parts(fixtures, with_detail, tmp_path):
