@@ -64,6 +64,7 @@ VOTE_K = 4  # neighbours per query descriptor
 VOTE_DISTANCE = 44  # of 256 bits: a neighbour this near is a vote (random pairs lie near 128)
 MIN_VOTES = 8  # distinct query descriptors that voted: fewer is what any image gets by chance
 VOTED_CANDIDATES = 4  # catalog images verified per query, best-voted first
+VARIANT_CANDIDATES = 8  # voted images looked at for colour variants of a verified copy (`Matcher._variants`)
 # Siblings: two catalog images that explain the same query (a photo and its zoomed detail, two
 # recolours of one photo). See `rank_siblings`.
 SIBLING_NEAR = 0.2  # a sibling this much less confident can still outrank by explaining better
@@ -80,6 +81,15 @@ SIBLING_COLOUR = 0.15  # colour agreement this much better: the copied colour va
 # A render and its recolour trim to the same box but for an edge pixel the recolour changed
 # (512 × 510 against 512 × 508 px views): views this close in each side may share an alignment.
 VIEW_SLACK = 0.02
+# A lent alignment checks the borrower on its own textured blocks: one that compares under
+# BORROWED_BLOCKS of what the lender compared is judged on too little of itself. Two tees of one
+# blank with other prints share the outline, collar and sleeves: under the Rails tee's alignment
+# (72 blocks compared) the Spree tee compared 38 (0.53), its small print barely, and took a
+# colour-edited copy of the Rails tee. In the accuracy benchmark (2026-12-04) the lent checks
+# that gave a copy its source compared 0.93-1.12 of the lender's blocks (colour variants of one
+# render), 1.09 (a dash-print tee lent the alignment of a team-print tee of the same blank) and
+# 0.69 (an orange stool, less shaded than the magenta one of the same render that lent).
+BORROWED_BLOCKS = 0.6
 SHARED_REGION = 0.7  # two matches whose query regions overlap this much explain the same copy
 PLAUSIBLE_SCALE = 1.25  # a copy is rarely enlarged more than this from its source
 ENLARGED_SCALE = 1.5
@@ -600,15 +610,41 @@ class Matcher:
                     if known is not None and known.score >= HASH_FEATURES:
                         mirrors.setdefault(image_id, [False, True])
             for image_id, mirrored in mirrors.items():
-                known = q.results.get(image_id)
-                if known is not None and known.matched_by == "sha256":
-                    continue
-                ref = self.reference(image_id)
-                match = self._geometric(q, picture, ref, mirrored)
-                if match is not None:
-                    self._keep(q, image_id, match)
-                elif known is None:
-                    q.results[image_id] = self._unverified(q, ref)
+                self._verify_candidate(q, picture, image_id, mirrored)
+            for image_id, mirrored in self._variants(q, plain, mirror, mirrors).items():
+                self._verify_candidate(q, picture, image_id, mirrored)
+
+    def _verify_candidate(self, q: _Query, picture: _Picture, image_id: int, mirrored: list[bool]) -> None:
+        known = q.results.get(image_id)
+        if known is not None and known.matched_by == "sha256":
+            return
+        ref = self.reference(image_id)
+        match = self._geometric(q, picture, ref, mirrored)
+        if match is not None:
+            self._keep(q, image_id, match)
+        elif known is None:
+            q.results[image_id] = self._unverified(q, ref)
+
+    def _variants(self, q: _Query, plain: Counter[int], mirror: Counter[int],
+                  verified: dict[int, list[bool]]) -> dict[int, list[bool]]:
+        """The colour variants of a render share its keypoints, so they split a copy's votes,
+        and the copied one may rank below VOTED_CANDIDATES (a heavy crop of one of four colours
+        of a sofa got 21, 19, 19 and 15 votes, after two unrelated pictures with 55 and 47). When
+        a candidate verified a copy (DEFAULT_THRESHOLD, whatever the scan's threshold), the next
+        VARIANT_CANDIDATES most voted with MIN_VOTES and its view size (see `_same_size`) are
+        verified too, in the orientation that voted most for each."""
+        sizes = [self.reference(i).view_size for i in verified
+                 if i in q.results and q.results[i].score >= DEFAULT_THRESHOLD]
+        if not sizes:
+            return {}
+        votes = plain | mirror
+        variants: dict[int, list[bool]] = {}
+        for image_id, count in votes.most_common(len(verified) + VARIANT_CANDIDATES):
+            if count < MIN_VOTES:
+                break
+            if image_id not in verified and any(_same_size(self.reference(image_id).view_size, s) for s in sizes):
+                variants[image_id] = [m for m, v in ((False, plain), (True, mirror)) if v[image_id] == count]
+        return variants
 
     def _geometric(self, q: _Query, picture: _Picture, ref: Reference, mirrored: list[bool]) -> Match | None:
         assert picture.points is not None and picture.mirror_points is not None
@@ -648,9 +684,11 @@ class Matcher:
         return 2 if match.score >= self.threshold else 1 if match.score >= self.explains_from else 0
 
     def _verified(self, q: _Query, picture: _Picture, ref: Reference, alignment: verify.Alignment,
-                  method: str) -> Match:
-        check = verify.dense_check(self._canvas(ref), ref.view_size, picture.checked, alignment,
-                                   query_detail=picture.detail)
+                  method: str, check: verify.DenseCheck | None = None) -> Match:
+        """The match a dense check at `alignment` makes (`check`: that check, made already)."""
+        if check is None:
+            check = verify.dense_check(self._canvas(ref), ref.view_size, picture.checked, alignment,
+                                       query_detail=picture.detail)
         score = round(check.score, 4)
         known = q.checks.get(ref.id)
         if known is None or check.score > known[2].score:
@@ -669,20 +707,24 @@ class Matcher:
         one, whose shapes then agreed more and outscored it, its colours wrong. A candidate the
         query agrees with in colour better than with a better-aligned one of the same view size
         (within VIEW_SLACK) is checked again under that one's alignment, when it verified a copy
-        (DEFAULT_THRESHOLD, whatever the scan's threshold); the better check of the two is kept."""
+        (DEFAULT_THRESHOLD, whatever the scan's threshold); the better check of the two is kept,
+        if it compared as much of the candidate as the lender's did of the lender (BORROWED_BLOCKS)."""
         checks = list(q.checks.items())  # as verified: a borrowed check lends nothing further
         for image_id, (_, _, own) in checks:
             ref = self.reference(image_id)
-            donors = [(check.structure, picture, method, check.alignment, self.reference(other).view_size)
+            donors = [(check.structure, picture, method, check, self.reference(other).view_size)
                       for other, (picture, method, check) in checks
                       if other != image_id and check.score >= DEFAULT_THRESHOLD
                       and check.structure > own.structure and check.colour < own.colour
                       and _same_size(self.reference(other).view_size, ref.view_size)]
             if donors:
-                _, picture, method, alignment, size = max(donors, key=lambda donor: donor[0])
+                _, picture, method, lender, size = max(donors, key=lambda donor: donor[0])
                 to_own = np.diag([ref.view_size[0] / size[0], ref.view_size[1] / size[1]])
-                borrowed = dataclasses.replace(alignment, matrix=to_own @ alignment.matrix)
-                self._keep(q, image_id, self._verified(q, picture, ref, borrowed, method))
+                borrowed = dataclasses.replace(lender.alignment, matrix=to_own @ lender.alignment.matrix)
+                check = verify.dense_check(self._canvas(ref), ref.view_size, picture.checked, borrowed,
+                                           query_detail=picture.detail)
+                if check.blocks >= BORROWED_BLOCKS * lender.blocks:
+                    self._keep(q, image_id, self._verified(q, picture, ref, borrowed, method, check))
 
     def _unverified(self, q: _Query, ref: Reference) -> Match:
         """A candidate that failed verification: reported only with threshold 0 (evaluation)."""

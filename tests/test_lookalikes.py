@@ -17,7 +17,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 import imguard
-from imguard import fingerprint, verify
+from imguard import fingerprint, scan, verify
 
 from make_fixtures import skimage_data_dir
 
@@ -261,3 +261,29 @@ def test_the_copied_colour_variant_ranks_first_when_its_own_alignment_came_out_w
         matches = scan_one(cat, save(cut, tmp_path / "cutout.jpg", 0.75), threshold=0.0)
     assert named(matches)[:1] == ["render.jpg"] and matches[0].kind == "copy"
     assert matches[0].score >= imguard.DEFAULT_THRESHOLD
+
+
+def test_a_crop_of_one_of_several_colour_variants_is_found_though_they_split_its_votes(products, tmp_path, monkeypatch):
+    """Three colour variants of one render share its keypoints, so a copy's votes split among
+    them and the copied one may miss the candidates verified (here: one, and the copied variant
+    voted for least). Once a variant verifies as a copy, the others voted for with its view
+    size are verified too, and the copied one, whose colours agree, comes first."""
+    own = tmp_path / "own"
+    for name, turn in (("render.jpg", 0), ("render_warm.jpg", -40), ("render_cool.jpg", 40)):
+        save(hue_turned(products["render"], turn) if turn else products["render"], own / name)
+    crop = products["render"].crop((120, 100, 440, 420))  # a quarter of the picture
+    with imguard.Catalog.open(tmp_path / "guard") as cat:
+        cat.add(sorted(str(p) for p in own.iterdir()), jobs=1)
+        copied = next(i for i in cat.store.ids() if cat.store.reference(i).path.endswith("render.jpg"))
+        votes = scan._votes
+
+        def split(owners):
+            counted = votes(owners)
+            if copied in counted and len(counted) > 1:  # the copied variant voted for least
+                counted[copied] = max(scan.MIN_VOTES, min(counted.values()) - 1)
+            return counted
+
+        monkeypatch.setattr(scan, "_votes", split)
+        monkeypatch.setattr(scan, "VOTED_CANDIDATES", 1)
+        matches = scan_one(cat, save(crop, tmp_path / "crop.jpg", 1.2))
+    assert named(matches)[:1] == ["render.jpg"] and matches[0].kind == "copy"
