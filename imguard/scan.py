@@ -64,22 +64,28 @@ VOTE_K = 4  # neighbours per query descriptor
 VOTE_DISTANCE = 44  # of 256 bits: a neighbour this near is a vote (random pairs lie near 128)
 MIN_VOTES = 8  # distinct query descriptors that voted: fewer is what any image gets by chance
 VOTED_CANDIDATES = 4  # catalog images verified per query, best-voted first
-VARIANT_CANDIDATES = 8  # voted images looked at for colour variants of a verified copy (`Matcher._variants`)
+# Voted images looked at for colour variants of a verified copy (`Matcher._variants`): the
+# benchmark's catalog holds up to 6 colours of one render; a copy pays for at most 8 more
+# reference reads and their keypoint matching, a query without a copy for none.
+VARIANT_CANDIDATES = 8
 # Siblings: two catalog images that explain the same query (a photo and its zoomed detail, two
 # recolours of one photo). See `rank_siblings`.
 SIBLING_NEAR = 0.2  # a sibling this much less confident can still outrank by explaining better
 SIBLING_COVERAGE = 0.2  # "explains more of the query" by at least this share
-# ...or by this factor, agreeing as well (structure within SIBLING_SAME): where the copy is a small
+# ...or by this factor and SIBLING_GAP at least (a few blocks of a small region are noise), agreeing
+# as well (structure no more than SIBLING_SAME lower): where the copy is a small
 # part of the query (a listing screenshot's main image, a paste), a share says little. In the
 # accuracy benchmark (2026-12-04), 4 copies of a photo ranked its zoomed detail shot first: the
 # photo covered 0.36, 0.26, 0.21 and 0.13 of the query, the detail 0.19, 0.07, 0.10 and 0.05, both
 # agreeing alike. The other way round, a detail copied, the photo's outline reaches past it onto
 # the page, which disagrees: its structure falls, and the detail keeps its place.
 SIBLING_WIDER = 1.5
+SIBLING_GAP = 0.05
 SIBLING_SAME = 0.1  # structure and coverage this close: the same photo
 SIBLING_COLOUR = 0.15  # colour agreement this much better: the copied colour variant
 # A render and its recolour trim to the same box but for an edge pixel the recolour changed
-# (512 × 510 against 512 × 508 px views): views this close in each side may share an alignment.
+# (512 × 510 against 512 × 508 px views): views this close in each side (10 px of 512) may share
+# an alignment; the dense check's refinement absorbs the pixel or two the trims differ by.
 VIEW_SLACK = 0.02
 # A lent alignment checks the borrower on its own textured blocks: one that compares under
 # BORROWED_BLOCKS of what the lender compared is judged on too little of itself. Two tees of one
@@ -450,6 +456,7 @@ class Matcher:
             for one in queries:  # find the file that breaks the batch; the others still match
                 one[1].results.clear()
                 one[1].hash_hits.clear()
+                one[1].checks.clear()
                 try:
                     with time_limit(one[1].path, seconds):
                         self._match_queries([one])
@@ -634,12 +641,12 @@ class Matcher:
         VARIANT_CANDIDATES most voted with MIN_VOTES and its view size (see `_same_size`) are
         verified too, in the orientation that voted most for each."""
         sizes = [self.reference(i).view_size for i in verified
-                 if i in q.results and q.results[i].score >= DEFAULT_THRESHOLD]
+                 if i in q.checks and q.checks[i][2].score >= DEFAULT_THRESHOLD]
         if not sizes:
             return {}
         votes = plain | mirror
         variants: dict[int, list[bool]] = {}
-        for image_id, count in votes.most_common(len(verified) + VARIANT_CANDIDATES):
+        for image_id, count in votes.most_common(VOTED_CANDIDATES + VARIANT_CANDIDATES):
             if count < MIN_VOTES:
                 break
             if image_id not in verified and any(_same_size(self.reference(image_id).view_size, s) for s in sizes):
@@ -707,24 +714,24 @@ class Matcher:
         one, whose shapes then agreed more and outscored it, its colours wrong. A candidate the
         query agrees with in colour better than with a better-aligned one of the same view size
         (within VIEW_SLACK) is checked again under that one's alignment, when it verified a copy
-        (DEFAULT_THRESHOLD, whatever the scan's threshold); the better check of the two is kept,
-        if it compared as much of the candidate as the lender's did of the lender (BORROWED_BLOCKS)."""
+        (DEFAULT_THRESHOLD, whatever the scan's threshold), and the better match of the two is
+        kept (see `_keep`) when that check compared BORROWED_BLOCKS of what the lender's did."""
         checks = list(q.checks.items())  # as verified: a borrowed check lends nothing further
-        for image_id, (_, _, own) in checks:
+        for image_id, (_, found_by, own) in checks:
             ref = self.reference(image_id)
-            donors = [(check.structure, picture, method, check, self.reference(other).view_size)
-                      for other, (picture, method, check) in checks
+            donors = [(check.structure, picture, check, self.reference(other).view_size)
+                      for other, (picture, _, check) in checks
                       if other != image_id and check.score >= DEFAULT_THRESHOLD
                       and check.structure > own.structure and check.colour < own.colour
                       and _same_size(self.reference(other).view_size, ref.view_size)]
             if donors:
-                _, picture, method, lender, size = max(donors, key=lambda donor: donor[0])
+                _, picture, lender, size = max(donors, key=lambda donor: donor[0])
                 to_own = np.diag([ref.view_size[0] / size[0], ref.view_size[1] / size[1]])
                 borrowed = dataclasses.replace(lender.alignment, matrix=to_own @ lender.alignment.matrix)
                 check = verify.dense_check(self._canvas(ref), ref.view_size, picture.checked, borrowed,
                                            query_detail=picture.detail)
                 if check.blocks >= BORROWED_BLOCKS * lender.blocks:
-                    self._keep(q, image_id, self._verified(q, picture, ref, borrowed, method, check))
+                    self._keep(q, image_id, self._verified(q, picture, ref, borrowed, found_by, check))
 
     def _unverified(self, q: _Query, ref: Reference) -> Match:
         """A candidate that failed verification: reported only with threshold 0 (evaluation)."""
@@ -976,7 +983,8 @@ def _outranks(a: Explanation, b: Explanation) -> bool:
         return a.matched_by == "sha256" and b.matched_by != "sha256"
     if a.coverage >= b.coverage + SIBLING_COVERAGE:
         return True
-    if 0 < SIBLING_WIDER * b.coverage <= a.coverage and a.structure >= b.structure - SIBLING_SAME:
+    if (0 < SIBLING_WIDER * b.coverage <= a.coverage and a.coverage >= b.coverage + SIBLING_GAP
+            and a.structure >= b.structure - SIBLING_SAME):
         return True
     # The same part of the query, which shows all of `a` and only a part of `b`: `a` is the picture
     # copied (a detail shot pasted into a tile, not the photo whose middle it shows). All of `a`,
