@@ -608,7 +608,7 @@ class Matcher:
             for image_id, count in (plain | mirror).most_common(VOTED_CANDIDATES):
                 if count < MIN_VOTES:
                     break
-                mirrors[image_id] = [m for m, votes in ((False, plain), (True, mirror)) if votes[image_id] == count]
+                mirrors[image_id] = _orientations(image_id, plain, mirror)
                 if picture is q.view and len(mirrors) == VOTED_CANDIDATES:
                     q.vote_floor = count
             if picture is q.view:  # hash hits that verified in part: their alignment may be off
@@ -650,7 +650,7 @@ class Matcher:
             if count < MIN_VOTES:
                 break
             if image_id not in verified and any(_same_size(self.reference(image_id).view_size, s) for s in sizes):
-                variants[image_id] = [m for m, v in ((False, plain), (True, mirror)) if v[image_id] == count]
+                variants[image_id] = _orientations(image_id, plain, mirror)
         return variants
 
     def _geometric(self, q: _Query, picture: _Picture, ref: Reference, mirrored: list[bool]) -> Match | None:
@@ -690,12 +690,15 @@ class Matcher:
         """2: reported; 1: explained; 0: neither."""
         return 2 if match.score >= self.threshold else 1 if match.score >= self.explains_from else 0
 
+    def _dense_check(self, picture: _Picture, ref: Reference, alignment: verify.Alignment) -> verify.DenseCheck:
+        return verify.dense_check(self._canvas(ref), ref.view_size, picture.checked, alignment,
+                                  query_detail=picture.detail)
+
     def _verified(self, q: _Query, picture: _Picture, ref: Reference, alignment: verify.Alignment,
                   method: str, check: verify.DenseCheck | None = None) -> Match:
         """The match a dense check at `alignment` makes (`check`: that check, made already)."""
         if check is None:
-            check = verify.dense_check(self._canvas(ref), ref.view_size, picture.checked, alignment,
-                                       query_detail=picture.detail)
+            check = self._dense_check(picture, ref, alignment)
         score = round(check.score, 4)
         known = q.checks.get(ref.id)
         if known is None or check.score > known[2].score:
@@ -717,19 +720,20 @@ class Matcher:
         (DEFAULT_THRESHOLD, whatever the scan's threshold), and the better match of the two is
         kept (see `_keep`) when that check compared BORROWED_BLOCKS of what the lender's did."""
         checks = list(q.checks.items())  # as verified: a borrowed check lends nothing further
+        lenders = [(other, picture, check) for other, (picture, _, check) in checks if check.score >= DEFAULT_THRESHOLD]
+        if not lenders:  # most queries: no copy verified
+            return
+        sizes = {image_id: self.reference(image_id).view_size for image_id, _ in checks}
         for image_id, (_, found_by, own) in checks:
             ref = self.reference(image_id)
-            donors = [(check.structure, picture, check, self.reference(other).view_size)
-                      for other, (picture, _, check) in checks
-                      if other != image_id and check.score >= DEFAULT_THRESHOLD
-                      and check.structure > own.structure and check.colour < own.colour
-                      and _same_size(self.reference(other).view_size, ref.view_size)]
+            donors = [(check.structure, picture, check, sizes[other]) for other, picture, check in lenders
+                      if other != image_id and check.structure > own.structure and check.colour < own.colour
+                      and _same_size(sizes[other], ref.view_size)]
             if donors:
                 _, picture, lender, size = max(donors, key=lambda donor: donor[0])
                 to_own = np.diag([ref.view_size[0] / size[0], ref.view_size[1] / size[1]])
                 borrowed = dataclasses.replace(lender.alignment, matrix=to_own @ lender.alignment.matrix)
-                check = verify.dense_check(self._canvas(ref), ref.view_size, picture.checked, borrowed,
-                                           query_detail=picture.detail)
+                check = self._dense_check(picture, ref, borrowed)
                 if check.blocks >= BORROWED_BLOCKS * lender.blocks:
                     self._keep(q, image_id, self._verified(q, picture, ref, borrowed, found_by, check))
 
@@ -968,6 +972,12 @@ def _shares_region(b: Match, a: Match) -> bool:
     """Does most of `b`'s copied region of the query lie inside `a`'s?"""
     inside = hashing.overlap(b.explanation.query_region, a.explanation.query_region)
     return inside >= SHARED_REGION * max(1, hashing.area(b.explanation.query_region))
+
+
+def _orientations(image_id: int, plain: Counter[int], mirror: Counter[int]) -> list[bool]:
+    """The orientations (mirrored or not) that voted most for a candidate: both on a tie."""
+    most = max(plain[image_id], mirror[image_id])
+    return [m for m, votes in ((False, plain), (True, mirror)) if votes[image_id] == most]
 
 
 def _same_size(a: tuple[int, int], b: tuple[int, int]) -> bool:

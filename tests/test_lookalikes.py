@@ -246,7 +246,7 @@ def test_the_copied_colour_variant_ranks_first_when_its_own_alignment_came_out_w
     cut = on_background(products["render"], mask, Image.new("RGB", (SIDE, SIDE), (40, 90, 160)))
     with imguard.Catalog.open(tmp_path / "guard") as cat:
         cat.add(sorted(str(p) for p in own.iterdir()), jobs=1)
-        copied = next(cat.store.reference(i) for i in cat.store.ids() if cat.store.reference(i).path.endswith("render.jpg"))
+        copied = cat.store.reference(cat.store.file_states()[str(own / "render.jpg")].id)
         fit = verify.match_keypoints
 
         def unlucky(points, descriptors, reference_points, reference_descriptors, mirrored):
@@ -274,7 +274,7 @@ def test_a_crop_of_one_of_several_colour_variants_is_found_though_they_split_its
     crop = products["render"].crop((120, 100, 440, 420))  # a quarter of the picture
     with imguard.Catalog.open(tmp_path / "guard") as cat:
         cat.add(sorted(str(p) for p in own.iterdir()), jobs=1)
-        copied = next(i for i in cat.store.ids() if cat.store.reference(i).path.endswith("render.jpg"))
+        copied = cat.store.file_states()[str(own / "render.jpg")].id
         votes = scan._votes
 
         def split(owners):
