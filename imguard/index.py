@@ -50,12 +50,19 @@ FEATURE_EXACT_LIMIT = 4_096
 # quantizer, which is why large list counts get a two-level quantizer (see `_quantizer`).
 LIST_SIZE = 384
 # Lists probed per query code. Descriptors vote in bulk (hundreds per image), so a descriptor
-# whose neighbour lies in an unprobed list costs little: one probe finds about three quarters of
-# the neighbours at 10,000 images (benchmarks/SPEED.md), and detection with the lists of a
-# 10,000-image catalog stays within 0.2 points of recall of exact search (RESULTS.md). A hash has
-# no such redundancy: it probes more.
+# whose neighbour lies in an unprobed list costs little for a photo copied whole. A copy that
+# shares few keypoints with its source does not have that margin: a product cut out onto a new
+# background, a heavy crop. One probe found half their neighbours or less (benchmarks/RESULTS.md,
+# the cut-outs under the threshold, 2026-12-04: the source got 5-12 votes and ranked 5th or lower
+# with one probe, 10-27 votes and ranked first in 4 of 7 with eight), so such copies never became
+# candidates. Four probes: on every 4th accuracy query, 5 more copies of 1,200 found (cut-outs
+# 65 -> 67 of 75), no look-alike more; two found 3, eight as many as four. It costs a search
+# about 1.8 times one probe's (1,400 descriptors against 296,000 codes: 6.8 -> 12.3 ms), about
+# a sixth more CPU per scanned image on the benchmark's small queries (303 of them scanned on
+# one CPU, rounds interleaved: 15.4 -> 18.1 s). A hash has no such
+# redundancy at all: it probes more.
 HASH_NPROBE = 32
-FEATURE_NPROBE = 1
+FEATURE_NPROBE = 4
 # Coarse lists of the two-level quantizer probed per code, at least: see `coarse_nprobe`.
 COARSE_NPROBE = 4
 # Training: codes sampled per list (about: the sample is sized before nlist is rounded to a
