@@ -2,7 +2,7 @@
 
 Exact search (IndexBinaryFlat) is used while it pays; above a size an inverted-file index
 (IndexBinaryIVF) is built instead, its lists centred by binary k-medians on a sample, with
-`nprobe` set for the recall measured by benchmarks/speed.py.
+`nprobe` set for the copies found in benchmarks/accuracy.py at the cost measured by benchmarks/speed.py.
 Index files carry the store generation they were built from: a stale or missing file is rebuilt.
 The three files are one set: a stamp written after them names each one's size and CRC-32, so that
 a reader never mixes files of two sets (one being replaced, a writer killed halfway), nor loads a
@@ -52,15 +52,14 @@ LIST_SIZE = 384
 # Lists probed per query code. Descriptors vote in bulk (hundreds per image), so a descriptor
 # whose neighbour lies in an unprobed list costs little for a photo copied whole. A copy that
 # shares few keypoints with its source does not have that margin: a product cut out onto a new
-# background, a heavy crop. One probe found half their neighbours or less (benchmarks/RESULTS.md,
-# the cut-outs under the threshold, 2026-12-04: the source got 5-12 votes and ranked 5th or lower
-# with one probe, 10-27 votes and ranked first in 4 of 7 with eight), so such copies never became
-# candidates. Four probes: on every 4th accuracy query, 5 more copies of 1,200 found (cut-outs
-# 65 -> 67 of 75), no look-alike more; two found 3, eight as many as four. It costs a search
-# about 1.8 times one probe's (1,400 descriptors against 296,000 codes: 6.8 -> 12.3 ms), about
-# a sixth more CPU per scanned image on the benchmark's small queries (303 of them scanned on
-# one CPU, rounds interleaved: 15.4 -> 18.1 s). A hash has no such
-# redundancy at all: it probes more.
+# background, a heavy crop. Diagnosed on benchmarks/accuracy.py's dataset (2026-12-04): 7 lost
+# cut-outs that verify well against their source were never candidates; with one probe the
+# source got 5-12 votes and ranked 5th or lower, with eight 10-27 and first in 4 of the 7. Four
+# probes: on every 4th accuracy query, 5 more copies of 1,200 found (cut-outs 65 -> 67 of 75),
+# no look-alike more; two found 3, eight as many as four (RESULTS.md: cut-outs 0.837 -> 0.850).
+# A search costs about 1.8 times one probe's (1,400 descriptors against 296,000 codes: 6.8 ->
+# 12.3 ms), a scan a sixth more CPU per image on the benchmark's small queries (303 of them on
+# one CPU, rounds interleaved: 15.4 -> 18.1 s). A hash has no redundancy at all: it probes more.
 HASH_NPROBE = 32
 FEATURE_NPROBE = 4
 # Coarse lists of the two-level quantizer probed per code, at least: see `coarse_nprobe`.

@@ -135,22 +135,27 @@ def test_k_medians_step_moves_centroids_to_the_majority_of_their_codes():
     assert np.array_equal(moved[2], lonely)
 
 
+def _found_share(codes: np.ndarray, flipped_bits: int, nprobe: int) -> float:
+    """Share of every 7th code, `flipped_bits` of its 256 bits flipped at random (an edited
+    descriptor), that finds its original as nearest neighbour in an inverted-file index of all
+    the codes probing `nprobe` lists (with index.LIST_SIZE as the caller set it)."""
+    rows = np.arange(0, len(codes), 7)
+    flips = np.random.default_rng(5).random((len(rows), 256)) < flipped_bits / 256
+    queries = codes[rows] ^ np.packbits(flips, axis=1)
+    part = index.build_streamed(256, len(codes), lambda: [(np.arange(len(codes)), codes)], exact_limit=0, nprobe=nprobe)
+    _, nearest = part.search(queries, 1)
+    return float((nearest[:, 0] == rows).mean())
+
+
 def test_trained_lists_find_more_neighbours_per_probe(indexed, monkeypatch):
     """What training is for: on real ORB descriptors, an edited descriptor (20 bits flipped)
     finds its original in the one list it probes more often with k-medians centroids than with
     the random sample they start from."""
-    owners, codes = _real_descriptors(indexed)
-    queries = codes[::7] ^ np.packbits(np.random.default_rng(5).random((len(codes[::7]), 256)) < 20 / 256, axis=1)
-
-    def found_share() -> float:
-        part = index.build_streamed(256, len(codes), lambda: [(np.arange(len(codes)), codes)], exact_limit=0, nprobe=1)
-        _, nearest = part.search(queries, 1)
-        return float((nearest[:, 0] == np.arange(0, len(codes), 7)).mean())
-
+    _, codes = _real_descriptors(indexed)
     monkeypatch.setattr(index, "LIST_SIZE", 24)  # a few hundred lists, as at scale
-    trained = found_share()
+    trained = _found_share(codes, 20, nprobe=1)
     monkeypatch.setattr(index, "TRAIN_ROUNDS", 0)
-    untrained = found_share()
+    untrained = _found_share(codes, 20, nprobe=1)
     assert trained > untrained + 0.05
 
 
@@ -160,15 +165,9 @@ def test_the_probed_lists_find_a_far_edited_descriptor(indexed, monkeypatch):
     up to the vote distance. With the lists of a large catalog, a real ORB descriptor with 30
     of its 256 bits flipped finds its original in the FEATURE_NPROBE lists it probes nine times
     in ten (one list: about three in four)."""
-    owners, codes = _real_descriptors(indexed)
-    rows = np.arange(0, len(codes), 7)
-    flips = np.random.default_rng(5).random((len(rows), 256)) < 30 / 256
-    queries = codes[rows] ^ np.packbits(flips, axis=1)
+    _, codes = _real_descriptors(indexed)
     monkeypatch.setattr(index, "LIST_SIZE", 24)  # a few hundred lists, as at scale
-    part = index.build_streamed(256, len(codes), lambda: [(np.arange(len(codes)), codes)], exact_limit=0,
-                                nprobe=index.FEATURE_NPROBE)
-    _, nearest = part.search(queries, 1)
-    assert float((nearest[:, 0] == rows).mean()) >= 0.9
+    assert _found_share(codes, 30, nprobe=index.FEATURE_NPROBE) >= 0.9
 
 
 def test_k_medians_step_is_the_same_block_by_block_and_skips_unassigned_codes(indexed, monkeypatch):
